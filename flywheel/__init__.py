@@ -1,0 +1,1 @@
+"""Flywheel's settings, CLI and process supervision. No domain logic lives here."""

@@ -1,0 +1,18 @@
+"""The `flywheel` command: thin commands over the functions in storage/, serving/, training/, bot/.
+
+Each area's commands live in their own module here; this file only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flywheel.cli import db, init, model, pairs
+
+app = typer.Typer(help="Flywheel: make your team's LLM better every week from what its users say.", no_args_is_help=True)
+for module in (init, db, model, pairs):
+    module.register(app)
+
+
+def main() -> None:
+    app()

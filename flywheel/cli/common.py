@@ -1,0 +1,40 @@
+"""What every CLI command shares: settings, a migrated engine, and turning refusals into clean exits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from flywheel.settings import Settings, SettingsError, get_settings
+from storage.db import DatabaseNotMigrated, get_engine, require_migrated, session_scope
+from storage.errors import StorageError
+
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    """A transaction on the migrated database; storage refusals end the command with their message."""
+    engine = get_engine(settings().database_url)
+    try:
+        require_migrated(engine)
+        with session_scope(engine) as session:
+            yield session
+    except (DatabaseNotMigrated, StorageError) as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,147 @@
+"""The one typed settings object: every knob Flywheel has, read from `FLYWHEEL_*` env vars and `.env`.
+
+Slack's conventional names (SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_SIGNING_SECRET) are accepted
+as they are. Secrets are `SecretStr`, so repr, logs and error messages never show them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _slack_alias(name: str) -> AliasChoices:
+    return AliasChoices(f"FLYWHEEL_{name}", name)
+
+
+class SettingsError(ValueError):
+    """Settings could not be read; the message names each variable and what is wrong with it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- where things live -------------------------------------------------------------
+    home: Path = Field(Path("var"), description="Folder for the database, models, adapters, runs and logs.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite at HOME/flywheel.db.")
+
+    # --- the base model ----------------------------------------------------------------
+    base_model_path: Path | None = Field(
+        None, description="Local Hugging Face model folder; empty means the bundled SmolLM2-135M-Instruct."
+    )
+
+    # --- vLLM --------------------------------------------------------------------------
+    vllm_host: str = Field("127.0.0.1", description="Host the vLLM server listens on.")
+    vllm_port: int = Field(8000, ge=1, le=65535, description="Port of the vLLM server.")
+    vllm_url: str = Field("", description="Base URL of an already running vLLM server; empty means http://HOST:PORT.")
+    vllm_max_model_len: int = Field(2048, ge=128, description="Context length vLLM serves.")
+    vllm_max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank vLLM accepts.")
+    vllm_max_loras: int = Field(4, ge=1, description="Adapters vLLM keeps in one batch.")
+    vllm_kv_cache_gib: int = Field(2, ge=1, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU memory share vLLM may take.")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM server (CUDA only).")
+    vllm_extra_args: str = Field("", description="Extra command-line arguments passed to vLLM as they are.")
+    vllm_startup_timeout_s: float = Field(600, gt=0, description="How long to wait for vLLM to become ready.")
+    request_timeout_s: float = Field(60, gt=0, description="Timeout of one model request.")
+    request_retries: int = Field(2, ge=0, description="Retries of a failed model request, with backoff.")
+    max_answer_tokens: int = Field(512, ge=1, description="Most tokens in one answer.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of answers (0 = greedy).")
+    system_prompt: str = Field(
+        "You are a helpful assistant for an engineering team. Answer concisely.",
+        description="System message put before every conversation.",
+    )
+
+    # --- Slack -------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_BOT_TOKEN"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_APP_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_SIGNING_SECRET"))
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    bot_mode: Literal["socket", "http"] = Field("socket", description="Socket Mode (app token) or HTTP (signing secret).")
+    bot_port: int = Field(3000, ge=1, le=65535, description="Port of the bot in HTTP mode.")
+    pii_redaction: bool = Field(False, description="Redact emails, phone numbers and tokens before storing text.")
+    rate_limit_per_minute: int = Field(10, ge=1, description="Questions one user may ask per minute.")
+
+    # --- training ----------------------------------------------------------------------
+    min_new_pairs: int = Field(32, ge=1, description="Approved pairs since the last run that start a new run.")
+    min_interval_minutes: float = Field(60, ge=0, description="Least time between two scheduled runs.")
+    scheduler_interval_s: float = Field(60, gt=0, description="How often the scheduler checks.")
+    heartbeat_timeout_s: float = Field(300, gt=0, description="A running run silent this long is marked failed.")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
+    min_pair_chars: int = Field(2, ge=1, description="Chosen/rejected answers shorter than this are dropped.")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str = Field("q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names.")
+    dpo_beta: float = Field(0.1, gt=0)
+    sft_weight: float = Field(1.0, ge=0, description="Weight of the SFT loss on chosen answers beside DPO's.")
+    learning_rate: float = Field(5e-4, gt=0)
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16)
+    qlora: bool = Field(False, description="4-bit NF4 QLoRA on CUDA (bitsandbytes).")
+    gate_margin: float = Field(0.0, description="Held-out preference accuracy a candidate must add over the active one.")
+    auto_promote: bool = Field(False, description="Promote a registered candidate without an admin.")
+    canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")
+
+    # --- dashboard ---------------------------------------------------------------------
+    dashboard_host: str = Field("127.0.0.1")
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+    admin_username: str = Field("admin", description="First admin account created by `flywheel init`.")
+    admin_password: SecretStr | None = Field(None, description="Its password; asked for when empty.")
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'flywheel.db').as_posix()}"
+        if not self.vllm_url:
+            self.vllm_url = f"http://{self.vllm_host}:{self.vllm_port}"
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.base_model_path or self.models_dir / "SmolLM2-135M-Instruct"
+
+    @property
+    def target_modules(self) -> list[str]:
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+
+def load_settings(**overrides) -> Settings:
+    """Read settings; turn pydantic's errors into one message naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            variable = field if field.startswith(("SLACK_", "FLYWHEEL_")) else f"FLYWHEEL_{field.upper()}"
+            problems.append(f"{variable}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

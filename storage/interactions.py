@@ -1,0 +1,178 @@
+"""Conversations, answers (interactions), votes and better answers: what the bot and playground record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import InvalidInput, NotFound
+from storage.models import (
+    Alternative,
+    Conversation,
+    Feedback,
+    Interaction,
+    InteractionStatus,
+    PairSource,
+    PreferencePair,
+    Vote,
+)
+from storage.pairs import create_pair
+
+
+def prompt_hash(prompt_messages: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(prompt_messages, sort_keys=True).encode()).hexdigest()
+
+
+def get_or_create_conversation(
+    session: Session, source: str, team_id: str = "", channel_id: str = "", thread_ts: str = ""
+) -> Conversation:
+    key = dict(source=source, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+    found = session.scalar(select(Conversation).filter_by(**key))
+    if found:
+        return found
+    try:
+        with session.begin_nested():
+            conversation = Conversation(**key)
+            session.add(conversation)
+        return conversation
+    except IntegrityError:  # created by a concurrent writer a moment ago
+        return session.scalar(select(Conversation).filter_by(**key))
+
+
+def start_interaction(
+    session: Session,
+    conversation: Conversation,
+    prompt_messages: list[dict[str, Any]],
+    *,
+    user_id: str = "",
+    event_id: str | None = None,
+) -> Interaction | None:
+    """Record a question before it is answered, so a failed generation still leaves it stored.
+
+    Returns None when `event_id` was seen already (a Slack retry): the caller must not answer again.
+    """
+    if event_id and session.scalar(select(Interaction.id).where(Interaction.event_id == event_id)):
+        return None
+    interaction = Interaction(
+        conversation=conversation, prompt_messages=prompt_messages, prompt_hash=prompt_hash(prompt_messages),
+        user_id=user_id, event_id=event_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(interaction)
+    except IntegrityError:
+        return None
+    return interaction
+
+
+def get_interaction(session: Session, interaction_id: int) -> Interaction:
+    interaction = session.get(Interaction, interaction_id)
+    if interaction is None:
+        raise NotFound(f"no interaction {interaction_id}")
+    return interaction
+
+
+def complete_interaction(
+    session: Session,
+    interaction_id: int,
+    *,
+    answer: str,
+    served_model: str,
+    model_version_id: int | None,
+    latency_ms: float,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+) -> Interaction:
+    interaction = get_interaction(session, interaction_id)
+    interaction.answer, interaction.served_model = answer, served_model
+    interaction.model_version_id, interaction.latency_ms = model_version_id, latency_ms
+    interaction.prompt_tokens, interaction.completion_tokens = prompt_tokens, completion_tokens
+    interaction.status, interaction.error = InteractionStatus.ok, None
+    return interaction
+
+
+def fail_interaction(session: Session, interaction_id: int, error: str) -> Interaction:
+    interaction = get_interaction(session, interaction_id)
+    interaction.status, interaction.error = InteractionStatus.failed, error
+    return interaction
+
+
+def set_message_ts(session: Session, interaction_id: int, message_ts: str) -> None:
+    get_interaction(session, interaction_id).message_ts = message_ts
+
+
+def record_vote(
+    session: Session, interaction_id: int, user_id: str, vote: Vote, comment: str | None = None
+) -> tuple[Feedback, list[PreferencePair]]:
+    """One vote per (interaction, user): a second click changes it. Returns the vote and any new
+    vote-contrast pairs (the same prompt answered twice, one answer up and the other down)."""
+    interaction = get_interaction(session, interaction_id)
+    values = dict(interaction_id=interaction_id, user_id=user_id, vote=vote.value, comment=comment)
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(Feedback).values(**values)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["interaction_id", "user_id"], set_={"vote": vote.value, "comment": comment}
+    )
+    session.execute(upsert)
+    feedback = session.scalar(select(Feedback).filter_by(interaction_id=interaction_id, user_id=user_id))
+    session.refresh(feedback)
+    return feedback, _vote_contrast_pairs(session, interaction)
+
+
+def _net_vote(session: Session, interaction_id: int) -> int:
+    votes = session.scalars(select(Feedback.vote).where(Feedback.interaction_id == interaction_id))
+    return sum(1 if v is Vote.up else -1 for v in votes)
+
+
+def _vote_contrast_pairs(session: Session, interaction: Interaction) -> list[PreferencePair]:
+    """Pair this answer with other answers to the same prompt whose net vote has the opposite sign."""
+    mine = _net_vote(session, interaction.id)
+    if mine == 0 or interaction.status is not InteractionStatus.ok:
+        return []
+    siblings = session.scalars(
+        select(Interaction).where(
+            Interaction.prompt_hash == interaction.prompt_hash,
+            Interaction.id != interaction.id,
+            Interaction.status == InteractionStatus.ok,
+            Interaction.answer != interaction.answer,
+        )
+    )
+    pairs = []
+    for other in siblings:
+        theirs = _net_vote(session, other.id)
+        if theirs * mine >= 0:
+            continue
+        chosen, rejected = (interaction, other) if mine > 0 else (other, interaction)
+        pair = create_pair(
+            session, interaction.prompt_messages, chosen.answer, rejected.answer, PairSource.vote_contrast,
+            interaction_id=rejected.id, channel_id=interaction.conversation.channel_id,
+        )
+        if pair:
+            pairs.append(pair)
+    return pairs
+
+
+def record_alternative(
+    session: Session, interaction_id: int, user_id: str, text: str
+) -> tuple[Alternative, PreferencePair | None]:
+    """A user's better answer: stored, and turned into a pending pair (chosen = it, rejected = the bot's)."""
+    interaction = get_interaction(session, interaction_id)
+    if not text or not text.strip():
+        raise InvalidInput("the better answer is empty")
+    if text.strip() == interaction.answer.strip():
+        raise InvalidInput("the better answer is the same as the bot's answer")
+    alternative = Alternative(interaction_id=interaction_id, user_id=user_id, text=text)
+    session.add(alternative)
+    session.flush()
+    pair = create_pair(
+        session, interaction.prompt_messages, text, interaction.answer, PairSource.alternative,
+        interaction_id=interaction_id, alternative_id=alternative.id,
+        channel_id=interaction.conversation.channel_id,
+    )
+    return alternative, pair

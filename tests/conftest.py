@@ -1,0 +1,83 @@
+"""Shared fixtures: real databases (SQLite and the local PostgreSQL), the prepared bundled model, settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from flywheel.settings import Settings, load_settings  # noqa: E402
+from serving.base_model import prepare_bundled_model  # noqa: E402
+from storage.db import make_engine, upgrade  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "var" / "test-cache"
+PG_ADMIN_DSN = os.environ.get("FLYWHEEL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_url(name: str) -> str:
+    base = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    user, host, port = base.get("user", "postgres"), base.get("host", "127.0.0.1"), base.get("port", "5432")
+    return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+def create_database(kind: str, tmp_path: Path) -> tuple[str, callable]:
+    """A new, empty database of `kind`; returns its URL and a function that drops it."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'flywheel.db'}", lambda: None
+    name = f"fw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return _pg_url(name), drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path):
+    url, drop = create_database(request.param, tmp_path)
+    yield url
+    drop()
+
+
+@pytest.fixture
+def database_url(empty_database_url):
+    """A migrated database, once on SQLite and once on PostgreSQL."""
+    upgrade(empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'flywheel.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The bundled SmolLM2-135M-Instruct, prepared once and cached across test runs."""
+    return prepare_bundled_model(CACHE / "models" / "SmolLM2-135M-Instruct", progress=lambda _msg: None)
+
+
+@pytest.fixture
+def settings(tmp_path, sqlite_url, base_model_dir) -> Settings:
+    """Settings for one test: its own home folder and SQLite database, the prepared base model."""
+    return load_settings(home=tmp_path / "home", database_url=sqlite_url, base_model_path=base_model_dir)
