@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 def _slack_alias(name: str) -> AliasChoices:
@@ -104,6 +106,11 @@ class Settings(BaseSettings):
             self.vllm_url = f"http://{self.vllm_host}:{self.vllm_port}"
         return self
 
+    def __repr_args__(self):
+        # A database URL may carry a password: show it masked, like the SecretStr fields.
+        for name, value in super().__repr_args__():
+            yield name, (masked_url(value) if name == "database_url" else value)
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
@@ -127,6 +134,13 @@ class Settings(BaseSettings):
     @property
     def target_modules(self) -> list[str]:
         return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+
+def masked_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can parse: hide all of it rather than risk a secret
+        return "***"
 
 
 def load_settings(**overrides) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -40,10 +41,10 @@ def file_sha256(path: Path) -> str:
 
 
 def is_prepared(target: Path, source_sha256: str) -> bool:
-    marker = target / MARKER
-    if not marker.exists():
+    try:
+        recorded = json.loads((target / MARKER).read_text())
+    except (OSError, ValueError):  # missing or damaged marker: prepare again
         return False
-    recorded = json.loads(marker.read_text())
     weights = target / "model.safetensors"
     return (
         recorded.get("source_sha256") == source_sha256
@@ -73,7 +74,7 @@ def prepare_bundled_model(target: Path, *, force: bool = False, progress=print) 
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
-    tmp = target.with_name(target.name + ".partial")
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")  # two processes preparing do not collide
     shutil.rmtree(tmp, ignore_errors=True)
     progress(f"writing safetensors to {target}…")
     model.save_pretrained(tmp)

@@ -21,6 +21,7 @@ from storage.models import (
     PairSource,
     PreferencePair,
     Vote,
+    utcnow,
 )
 from storage.pairs import create_pair
 
@@ -60,7 +61,7 @@ def start_interaction(
     if event_id and session.scalar(select(Interaction.id).where(Interaction.event_id == event_id)):
         return None
     interaction = Interaction(
-        conversation=conversation, prompt_messages=prompt_messages, prompt_hash=prompt_hash(prompt_messages),
+        conversation_id=conversation.id, prompt_messages=prompt_messages, prompt_hash=prompt_hash(prompt_messages),
         user_id=user_id, event_id=event_id,
     )
     try:
@@ -116,8 +117,10 @@ def record_vote(
     values = dict(interaction_id=interaction_id, user_id=user_id, vote=vote.value, comment=comment)
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     upsert = dialect.insert(Feedback).values(**values)
+    # One statement, atomic on both backends: concurrent clicks of the same user cannot add a second row.
     upsert = upsert.on_conflict_do_update(
-        index_elements=["interaction_id", "user_id"], set_={"vote": vote.value, "comment": comment}
+        index_elements=["interaction_id", "user_id"],
+        set_={"vote": vote.value, "comment": comment, "updated_at": utcnow()},
     )
     session.execute(upsert)
     feedback = session.scalar(select(Feedback).filter_by(interaction_id=interaction_id, user_id=user_id))
@@ -161,7 +164,9 @@ def _vote_contrast_pairs(session: Session, interaction: Interaction) -> list[Pre
 def record_alternative(
     session: Session, interaction_id: int, user_id: str, text: str
 ) -> tuple[Alternative, PreferencePair | None]:
-    """A user's better answer: stored, and turned into a pending pair (chosen = it, rejected = the bot's)."""
+    """A user's better answer: stored, and turned into a pending pair (chosen = it, rejected = the bot's).
+
+    An interaction whose generation failed has no answer to reject: the text is kept, no pair is made."""
     interaction = get_interaction(session, interaction_id)
     if not text or not text.strip():
         raise InvalidInput("the better answer is empty")
@@ -170,6 +175,8 @@ def record_alternative(
     alternative = Alternative(interaction_id=interaction_id, user_id=user_id, text=text)
     session.add(alternative)
     session.flush()
+    if not interaction.answer.strip():
+        return alternative, None
     pair = create_pair(
         session, interaction.prompt_messages, text, interaction.answer, PairSource.alternative,
         interaction_id=interaction_id, alternative_id=alternative.id,

@@ -27,9 +27,10 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc) if value is not None else None
 
     def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
+        if value is None:
+            return None
+        # PostgreSQL answers in the session's time zone; SQLite without one. Both come back as UTC.
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):

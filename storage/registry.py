@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +27,7 @@ def register_version(
         if run is None or run.status in (RunStatus.failed, RunStatus.cancelled):
             raise InvalidTransition(f"run {training_run_id} did not succeed; its adapter cannot be registered")
     version = ModelVersion(
-        name=f"pending-{utcnow().timestamp()}", adapter_path=adapter_path, base_model=base_model,
+        name=f"pending-{uuid.uuid4().hex}", adapter_path=adapter_path, base_model=base_model,
         training_run_id=training_run_id, parent_id=parent_id, metrics=metrics,
         regression_answers=regression_answers or [],
     )

@@ -132,7 +132,7 @@ def reap_stale_runs(session: Session, heartbeat_timeout_s: float) -> list[Traini
     cutoff = utcnow() - timedelta(seconds=heartbeat_timeout_s)
     stale = session.scalars(
         select(TrainingRun).where(TrainingRun.status == RunStatus.running, TrainingRun.heartbeat_at < cutoff)
-    )
+    ).all()
     reaped = []
     for run in stale:
         finish_run(session, run.id, RunStatus.failed, error=f"no heartbeat for {heartbeat_timeout_s:.0f} s; process gone")

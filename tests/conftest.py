@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from flywheel.settings import Settings, load_settings  # noqa: E402
 from serving.base_model import prepare_bundled_model  # noqa: E402
 from storage.db import make_engine, upgrade  # noqa: E402
+from vllm_fixture import vllm_server  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "var" / "test-cache"
@@ -59,7 +60,8 @@ def database_url(empty_database_url):
 
 @pytest.fixture
 def sqlite_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'flywheel.db'}"
+    """A migrated SQLite database of its own (not the one `database_url` gives on its SQLite run)."""
+    url = f"sqlite:///{tmp_path / 'local.db'}"
     upgrade(url)
     return url
 

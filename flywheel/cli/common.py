@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.orm import Session
 
 from flywheel.settings import Settings, SettingsError, get_settings
@@ -17,7 +18,8 @@ console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    # Escaped: a message quoting user input (e.g. "[x]") must print as it is; soft wrap keeps lines whole.
+    console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
