@@ -1,0 +1,82 @@
+"""Sign-in: local accounts (scrypt hashes in storage/), optionally OIDC through Streamlit's st.login.
+
+The role kept here only decides what the UI shows; every action is checked again by storage/.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
+
+from dashboard.queries import read
+from storage.models import Role
+from storage.users import Actor, authenticate, list_users
+
+ACTOR_KEY = "actor"
+
+
+def current_actor() -> Actor | None:
+    return st.session_state.get(ACTOR_KEY)
+
+
+def is_admin(actor: Actor | None) -> bool:
+    return actor is not None and actor.role is Role.admin
+
+
+def oidc_configured() -> bool:
+    """Streamlit's built-in login is on when secrets.toml has an [auth] section."""
+    try:
+        return "auth" in st.secrets
+    except (FileNotFoundError, StreamlitSecretNotFoundError):
+        return False
+
+
+def _oidc_actor() -> Actor | None:
+    """An OIDC sign-in maps to the local account named by the e-mail address, which holds the role."""
+    email = st.user.get("email")
+    users = read(list_users)
+    match = next((u for u in users if u.username == email), None)
+    return Actor(match.username, match.role) if match else None
+
+
+def sign_in_page() -> None:
+    st.title("Flywheel")
+    st.caption("Curate what the team's assistant learns from, and decide which model answers.")
+    if oidc_configured():
+        _oidc_sign_in()
+    with st.form("sign_in"):
+        username = st.text_input("Username")
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        actor = read(lambda session: authenticate(session, username.strip(), password))
+        if actor is None:
+            st.error("Unknown user or wrong password.")
+            return
+        st.session_state[ACTOR_KEY] = actor
+        st.rerun()
+
+
+def _oidc_sign_in() -> None:
+    if not st.user.is_logged_in:
+        st.button("Sign in with single sign-on", on_click=st.login)
+        return
+    actor = _oidc_actor()
+    if actor is None:
+        st.error(f"{st.user.get('email')} has no Flywheel account; ask an admin to create one.")
+        st.button("Sign out", on_click=st.logout)
+        return
+    st.session_state[ACTOR_KEY] = actor
+    st.rerun()
+
+
+def sign_out() -> None:
+    st.session_state.pop(ACTOR_KEY, None)
+    if oidc_configured() and st.user.is_logged_in:
+        st.logout()
+
+
+def account_sidebar(actor: Actor) -> None:
+    with st.sidebar:
+        st.caption(f"Signed in as **{actor.name}** · {actor.role.value}")
+        st.button("Sign out", on_click=sign_out, key="sign_out")

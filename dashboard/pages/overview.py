@@ -1,0 +1,74 @@
+"""Overview: how much the assistant is used, how it is rated per model version, and the loop's state."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.queries import current_settings, overview_stats, read
+from dashboard.widgets import ago, badge
+from storage.pairs import PairFilter, count_pairs
+from storage.registry import active_version, canary_version
+from storage.runs import last_run
+
+st.title("Overview")
+
+
+def loop_state(session) -> dict:
+    active, canary, run = active_version(session), canary_version(session), last_run(session)
+    return {
+        "pending": count_pairs(session, PairFilter()),
+        "active": active.name if active else "base",
+        "canary": f"{canary.name} ({canary.canary_share:.0%})" if canary else "none",
+        "run": f"#{run.id} {run.status.value}" if run else "none yet",
+        "run_when": ago(run.created_at) if run else "",
+        "run_status": run.status if run else None,
+    }
+
+
+state = read(loop_state)
+cols = st.columns(4)
+cols[0].metric("Pending pairs", f"{state['pending']:,}", border=True)
+cols[1].metric("Active model", state["active"], border=True)
+cols[2].metric("Canary", state["canary"], border=True)
+cols[3].metric("Last run", state["run"], state["run_when"] or None, delta_color="off", border=True)
+if state["pending"]:
+    st.page_link("pages/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon="✅")
+
+days = st.segmented_control("Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="period")
+daily, votes = overview_stats(current_settings().database_url, days or 30)
+if not daily:
+    st.info("No answers in this period yet. Ask the bot in Slack, or try the Playground.")
+    st.stop()
+
+daily = pd.DataFrame(daily)
+daily["day"] = pd.to_datetime(daily["day"])
+daily["feedback rate"] = daily["with_feedback"] / daily["interactions"]
+left, right = st.columns(2)
+with left:
+    st.subheader("Answers per day")
+    st.bar_chart(daily, x="day", y="interactions", height=260, x_label="", y_label="answers")
+with right:
+    st.subheader("Feedback rate")
+    st.caption("Share of answers that got at least one 👍 or 👎.")
+    chart = alt.Chart(daily).mark_line(point=True).encode(
+        x=alt.X("day:T", title=None), y=alt.Y("feedback rate:Q", axis=alt.Axis(format="%"), title=None)
+    )
+    st.altair_chart(chart.properties(height=230), width="stretch")
+
+st.subheader("👍 share per model version")
+if votes:
+    votes = pd.DataFrame(votes)
+    votes["day"] = pd.to_datetime(votes["day"])
+    votes["thumbs-up share"] = votes["up"] / votes["votes"]
+    chart = alt.Chart(votes).mark_line(point=True).encode(
+        x=alt.X("day:T", title=None),
+        y=alt.Y("thumbs-up share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=None),
+        color=alt.Color("model:N", title="model"),
+        tooltip=["day:T", "model:N", "up:Q", "votes:Q", alt.Tooltip("thumbs-up share:Q", format=".0%")],
+    )
+    st.altair_chart(chart.properties(height=280), width="stretch")
+else:
+    st.info("No votes in this period yet.")
+st.caption(f"Last run status: {badge(state['run_status']) if state['run_status'] else 'none'}")

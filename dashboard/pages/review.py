@@ -1,0 +1,130 @@
+"""Review queue: pending pairs newest first, filtered and keyset-paginated; approve, edit, reject, in bulk."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+import streamlit as st
+
+from dashboard.auth import current_actor
+from dashboard.queries import act, read
+from dashboard.widgets import ago, side_by_side, thread
+from storage.models import PairSource, PairStatus, PreferencePair
+from storage.pairs import PairFilter, approve_pair, count_pairs, list_pairs, reject_pair
+
+actor = current_actor()
+st.title("Review queue")
+
+
+def day_start(day) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def read_filter() -> PairFilter:
+    status_col, source_col, channel_col, dates_col = st.columns([1, 1, 1, 1.4])
+    status = status_col.selectbox("Status", list(PairStatus), format_func=lambda s: s.value, key="f_status")
+    source = source_col.selectbox(
+        "Source", [None, *PairSource], format_func=lambda s: "all" if s is None else s.value, key="f_source"
+    )
+    channel = channel_col.text_input("Channel", placeholder="C0123…", key="f_channel").strip()
+    dates = dates_col.date_input("Created between", value=[], key="f_dates")
+    text = st.text_input("Search", placeholder="words in the prompt or answers", key="f_text").strip()
+    since = day_start(dates[0]) if len(dates) >= 1 else None
+    until = day_start(dates[1] + timedelta(days=1)) if len(dates) == 2 else None  # the end day included
+    return PairFilter(status=status, source=source, channel_id=channel or None, since=since, until=until,
+                      text=text or None)
+
+
+def page_cursor(flt: PairFilter) -> list[int | None]:
+    """The `before_id` of each page seen so far (keyset pagination); a new filter starts over."""
+    if st.session_state.get("cursor_filter") != flt:
+        st.session_state.cursor_filter, st.session_state.cursors = flt, [None]
+    return st.session_state.cursors
+
+
+def decide(pair_ids: list[int], approve: bool, edits: dict[int, str] | None = None) -> None:
+    """Approve or reject these pairs in one transaction: all of them, or none if one is refused."""
+    edits = edits or {}
+
+    def action(session) -> str:
+        for pair_id in pair_ids:
+            if approve:
+                approve_pair(session, pair_id, actor, chosen=edits.get(pair_id))
+            else:
+                reject_pair(session, pair_id, actor)
+        verb = "approved" if approve else "rejected"
+        return f"{verb.capitalize()} {len(pair_ids)} pair(s): " + ", ".join(f"#{i}" for i in pair_ids)
+
+    act(action)
+
+
+def edited_chosen(pair: PreferencePair) -> str | None:
+    text = st.session_state.get(f"edit_{pair.id}")
+    return text if text is not None and text.strip() != pair.chosen.strip() else None
+
+
+def show_pair(pair: PreferencePair) -> None:
+    with st.container(border=True):
+        head, meta = st.columns([3, 2])
+        pending = pair.status is PairStatus.pending
+        label = f"**#{pair.id}** · {pair.source.value}"
+        if pending:
+            head.checkbox(label, key=f"sel_{pair.id}")
+        else:
+            head.markdown(f"{label} · {pair.status.value} by {pair.reviewer or '?'}")
+        channel = f"#{pair.channel_id} · " if pair.channel_id else ""
+        meta.caption(f"{channel}created {ago(pair.created_at)}")
+        thread(pair.prompt)
+        side_by_side(pair.chosen, pair.rejected)
+        if pair.original_chosen:
+            st.caption(f"Edited by the reviewer; the original chosen text was: {pair.original_chosen}")
+        if not pending:
+            return
+        with st.expander("Edit the chosen answer before approving"):
+            st.text_area("Chosen answer", value=pair.chosen, key=f"edit_{pair.id}", height=120)
+        approve_col, reject_col, _ = st.columns([1, 1, 4])
+        edit = edited_chosen(pair)
+        if approve_col.button("Approve edited" if edit else "Approve", key=f"approve_{pair.id}", type="primary"):
+            decide([pair.id], True, {pair.id: edit} if edit else None)
+        if reject_col.button("Reject", key=f"reject_{pair.id}"):
+            decide([pair.id], False)
+
+
+def bulk_bar(pairs: list[PreferencePair]) -> None:
+    selected = [p.id for p in pairs if st.session_state.get(f"sel_{p.id}")]
+
+    def select_all(value: bool) -> None:
+        for p in pairs:
+            st.session_state[f"sel_{p.id}"] = value
+
+    cols = st.columns([1.2, 1.2, 1.6, 1.6, 3])
+    cols[0].button("Select page", on_click=select_all, args=(True,), key="select_all")
+    cols[1].button("Clear", on_click=select_all, args=(False,), key="select_none")
+    if cols[2].button(f"Approve selected ({len(selected)})", disabled=not selected, key="bulk_approve", type="primary"):
+        decide(selected, True, {p.id: e for p in pairs if p.id in selected and (e := edited_chosen(p))})
+    if cols[3].button(f"Reject selected ({len(selected)})", disabled=not selected, key="bulk_reject"):
+        decide(selected, False)
+
+
+flt = read_filter()
+cursors = page_cursor(flt)
+size = st.session_state.get("page_size", 10)
+total, pairs = read(lambda s: (count_pairs(s, flt), list_pairs(s, flt, limit=size, before_id=cursors[-1])))
+page_number = len(cursors)
+st.caption(f"{total:,} pair(s) match · page {page_number} · newest first")
+
+if not pairs:
+    st.info("Nothing to review here. New pairs arrive from 👎 + better answers in Slack and from the arena.")
+elif flt.status is PairStatus.pending:
+    bulk_bar(pairs)
+for pair in pairs:
+    show_pair(pair)
+
+prev_col, next_col, size_col = st.columns([1, 1, 4])
+if prev_col.button("← Newer", disabled=page_number == 1, key="newer"):
+    cursors.pop()
+    st.rerun()
+if next_col.button("Older →", disabled=len(pairs) < size, key="older"):
+    cursors.append(pairs[-1].id)
+    st.rerun()
+size_col.selectbox("Per page", [10, 25, 50], key="page_size", label_visibility="collapsed")

@@ -1,0 +1,114 @@
+"""Training: runs with status and progress, live loss / reward-accuracy / margin curves, logs, evals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.auth import current_actor, is_admin
+from dashboard.queries import act, current_settings, perform, read
+from dashboard.widgets import ago, badge, confirm_button, when
+from storage.models import RunStatus, TrainingRun
+from storage.runs import get_run, list_runs, request_cancel, run_metrics
+from training.launcher import start_run_now
+
+actor = current_actor()
+LIVE = (RunStatus.queued, RunStatus.running)
+CURVES = {"Loss": "loss", "Reward accuracy": "accurac", "Reward margin": "margin"}
+LOG_TAIL_BYTES = 20_000
+
+st.title("Training")
+
+
+def start_now() -> None:
+    perform(lambda: f"Run #{start_run_now(current_settings(), actor)} started.")
+
+
+if is_admin(actor):
+    confirm_button("▶ Start a run now", "start_run", start_now,
+                   question="Snapshot the approved pairs and start a DPO run now?")
+
+runs = read(lambda s: list_runs(s, limit=50))
+if not runs:
+    st.info("No training run yet. The scheduler starts one when enough approved pairs have accumulated.")
+    st.stop()
+
+
+def progress_text(run: TrainingRun) -> str:
+    return f"{run.current_step}/{run.total_steps}" if run.total_steps else f"{run.current_step}/?"
+
+
+st.dataframe(
+    pd.DataFrame(
+        {
+            "run": [r.id for r in runs],
+            "kind": [r.kind.value for r in runs],
+            "status": [r.status.value for r in runs],
+            "progress": [progress_text(r) for r in runs],
+            "triggered by": [r.triggered_by for r in runs],
+            "created": [when(r.created_at) for r in runs],
+            "finished": [when(r.finished_at) for r in runs],
+        }
+    ),
+    hide_index=True,
+)
+run_id = st.selectbox("Run", [r.id for r in runs], format_func=lambda i: f"#{i}", key="run_id")
+
+
+def curves(run_id: int) -> None:
+    steps = read(lambda s: run_metrics(s, run_id))
+    if not steps:
+        st.caption("No steps logged yet.")
+        return
+    frame = pd.DataFrame([{"step": m.step, **m.values} for m in steps]).set_index("step")
+    for column, (title, needle) in zip(st.columns(len(CURVES)), CURVES.items()):
+        keys = [k for k in frame.columns if needle in k.lower() and pd.api.types.is_numeric_dtype(frame[k])]
+        column.markdown(f"**{title}**")
+        if keys:
+            column.line_chart(frame[keys], height=220)
+        else:
+            column.caption("not logged")
+
+
+def log_tail(path: str | None) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(max(0, Path(path).stat().st_size - LOG_TAIL_BYTES))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def cancel(run_id: int) -> None:
+    act(lambda s: f"Cancellation of run #{run_id} requested ({request_cancel(s, run_id, actor).status.value}).")
+
+
+def run_details(run_id: int) -> None:
+    run = read(lambda s: get_run(s, run_id))
+    head, action = st.columns([4, 1])
+    head.markdown(f"### Run #{run.id} {badge(run.status)}")
+    head.caption(f"{run.kind.value} · triggered by {run.triggered_by} · created {ago(run.created_at)}"
+                 + (f" · snapshot #{run.snapshot_id}" if run.snapshot_id else ""))
+    if run.total_steps:
+        st.progress(min(run.current_step / run.total_steps, 1.0), text=f"step {progress_text(run)}")
+    if run.error:
+        st.error(run.error)
+    if run.not_registered_reason:
+        st.warning(f"Not registered: {run.not_registered_reason}")
+    if is_admin(actor) and run.status in LIVE:
+        with action:
+            confirm_button("Cancel run", f"cancel_{run.id}", lambda: cancel(run.id),
+                           question=f"Cancel run #{run.id}?")
+    curves(run.id)
+    if run.eval_metrics:
+        st.markdown("**Evaluation**")
+        st.dataframe(pd.DataFrame({"metric": list(run.eval_metrics), "value": list(map(str, run.eval_metrics.values()))}),
+                     hide_index=True)
+    log = log_tail(run.log_path)
+    with st.expander("Log", expanded=False):
+        st.code(log or "no log file yet", language=None)
+
+
+live = next(r for r in runs if r.id == run_id).status in LIVE
+st.fragment(run_every=5 if live else None)(run_details)(run_id)  # live curves while it trains

@@ -1,0 +1,104 @@
+"""Widgets the pages share: word diffs, chat threads, two-step confirmations, small formatters."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import streamlit as st
+
+_TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
+_BOX = (
+    "white-space:pre-wrap;font-size:0.92rem;line-height:1.5;padding:0.6rem 0.8rem;border-radius:0.5rem;"
+    "border:1px solid rgba(128,128,128,0.25);min-height:3rem;"
+)
+_MARK = {
+    "chosen": "background:rgba(33,195,84,0.22);border-radius:3px;",
+    "rejected": "background:rgba(255,75,75,0.22);border-radius:3px;text-decoration:line-through;",
+}
+
+
+def word_diff(chosen: str, rejected: str) -> tuple[str, str]:
+    """HTML for both texts with the words only one of them has highlighted (text is escaped)."""
+    a, b = _TOKENS.findall(chosen), _TOKENS.findall(rejected)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        left.append(_span("".join(a[i1:i2]), "chosen" if op != "equal" else None))
+        right.append(_span("".join(b[j1:j2]), "rejected" if op != "equal" else None))
+    return "".join(left), "".join(right)
+
+
+def _span(text: str, mark: str | None) -> str:
+    escaped = html.escape(text)
+    return f'<span style="{_MARK[mark]}">{escaped}</span>' if mark and text.strip() else escaped
+
+
+def side_by_side(chosen: str, rejected: str, *, labels: tuple[str, str] = ("✅ Chosen", "❌ Rejected")) -> None:
+    left_html, right_html = word_diff(chosen, rejected)
+    left, right = st.columns(2)
+    for column, label, body in ((left, labels[0], left_html), (right, labels[1], right_html)):
+        column.markdown(f"**{label}**")
+        column.markdown(f'<div style="{_BOX}">{body}</div>', unsafe_allow_html=True)
+
+
+def thread(messages: list[dict[str, Any]]) -> None:
+    """The prompt as the model saw it: earlier thread messages first, the question last."""
+    for message in messages:
+        if message.get("role") == "system":
+            continue
+        with st.chat_message("user" if message.get("role") == "user" else "assistant"):
+            st.text(message.get("content", ""))
+
+
+def confirm_button(label: str, key: str, on_confirm: Callable[[], None], *, question: str, disabled=False) -> None:
+    """A button that asks before it acts: the first click shows the question and Confirm / Cancel."""
+    pending = f"confirm_{key}"
+    if not st.session_state.get(pending):
+        if st.button(label, key=key, disabled=disabled):
+            st.session_state[pending] = True
+            st.rerun()
+        return
+    st.warning(question, icon="⚠️")
+    yes, no = st.columns(2)
+    if yes.button("Confirm", key=f"{key}_yes", type="primary"):
+        st.session_state[pending] = False
+        on_confirm()
+    if no.button("Cancel", key=f"{key}_no"):
+        st.session_state[pending] = False
+        st.rerun()
+
+
+def ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    seconds = (datetime.now(timezone.utc) - moment).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return "just now"
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
+
+
+STATUS_BADGE = {
+    "active": ":green-badge[active]",
+    "canary": ":orange-badge[canary]",
+    "candidate": ":blue-badge[candidate]",
+    "retired": ":gray-badge[retired]",
+    "queued": ":gray-badge[queued]",
+    "running": ":blue-badge[running]",
+    "succeeded": ":green-badge[succeeded]",
+    "failed": ":red-badge[failed]",
+    "cancelled": ":gray-badge[cancelled]",
+}
+
+
+def badge(status: Any) -> str:
+    value = getattr(status, "value", status)
+    return STATUS_BADGE.get(value, value)

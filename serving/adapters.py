@@ -1,0 +1,110 @@
+"""LoRA adapters in the running vLLM: load, unload, and `sync_adapters` to match the registry.
+
+vLLM keeps its own list of adapter names and paths (`/v1/models` shows each as id + root), so
+the server is the source of truth for what is loaded; these functions compare before acting,
+which makes every call idempotent and safe to repeat after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from flywheel.settings import Settings
+from serving.errors import AdapterError, ModelUnavailable
+from storage import registry
+from storage.db import get_engine, session_scope
+
+
+def _request(settings: Settings, method: str, path: str, **kwargs) -> httpx.Response:
+    try:
+        return httpx.request(method, f"{settings.vllm_url}{path}", timeout=settings.request_timeout_s, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ModelUnavailable(f"vLLM at {settings.vllm_url} is unavailable: {exc}") from exc
+
+
+def loaded_adapters(settings: Settings) -> dict[str, str]:
+    """The adapters vLLM serves now: name -> path."""
+    response = _request(settings, "GET", "/v1/models")
+    if response.status_code != 200:
+        raise ModelUnavailable(f"vLLM /v1/models answered {response.status_code}: {response.text[:200]}")
+    return {card["id"]: card["root"] for card in response.json()["data"] if card.get("parent")}
+
+
+def check_adapter(path: Path, max_rank: int) -> None:
+    """Refuse an adapter vLLM could not load, with a message that says why."""
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        raise AdapterError(f"no PEFT adapter at {path} (adapter_config.json missing)")
+    rank = json.loads(config_file.read_text()).get("r", 0)
+    if rank > max_rank:
+        raise AdapterError(f"adapter {path} has LoRA rank {rank}, above the server's maximum {max_rank}")
+
+
+def load_adapter(settings: Settings, name: str, path: str | Path) -> bool:
+    """Serve the adapter at `path` as `name`; returns False when it already was.
+
+    A name loaded from another path is replaced in place (no moment without it). A refused
+    load changes nothing on the server.
+    """
+    path = Path(path).resolve()
+    check_adapter(path, settings.vllm_max_lora_rank)
+    current = loaded_adapters(settings).get(name)
+    if current == str(path):
+        return False
+    body = {"lora_name": name, "lora_path": str(path), "load_inplace": current is not None}
+    response = _request(settings, "POST", "/v1/load_lora_adapter", json=body)
+    if response.status_code == 200:
+        return True
+    if loaded_adapters(settings).get(name) == str(path):
+        return False  # a concurrent caller loaded the same adapter first
+    raise AdapterError(f"vLLM refused adapter {name!r} from {path}: {_error_message(response)}")
+
+
+def unload_adapter(settings: Settings, name: str) -> bool:
+    """Stop serving `name`; returns False when it was not loaded."""
+    if name not in loaded_adapters(settings):
+        return False
+    response = _request(settings, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+    if response.status_code == 200 or name not in loaded_adapters(settings):
+        return response.status_code == 200
+    raise AdapterError(f"vLLM refused to unload {name!r}: {_error_message(response)}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+@dataclass
+class SyncResult:
+    loaded: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+
+
+def sync_adapters(settings: Settings) -> SyncResult:
+    """Make vLLM serve exactly the registry's active and canary versions.
+
+    New versions are loaded before old ones are unloaded; if any load fails, nothing is
+    unloaded (the versions served now stay served) and AdapterError names each failure.
+    """
+    with session_scope(get_engine(settings.database_url)) as session:
+        wanted = {version.name: version.adapter_path for version in registry.served_versions(session)}
+    result, failures = SyncResult(), []
+    for name, path in wanted.items():
+        try:
+            if load_adapter(settings, name, path):
+                result.loaded.append(name)
+        except AdapterError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise AdapterError("; ".join(failures) + " (nothing was unloaded)")
+    for name in sorted(set(loaded_adapters(settings)) - set(wanted)):
+        if unload_adapter(settings, name):
+            result.unloaded.append(name)
+    return result

