@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,19 +31,40 @@ def _pg_url(name: str) -> str:
     return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
 
 
-def create_database(kind: str, tmp_path: Path) -> tuple[str, callable]:
-    """A new, empty database of `kind`; returns its URL and a function that drops it."""
+def create_database(kind: str, tmp_path: Path, template: str | None = None) -> tuple[str, callable]:
+    """A new database of `kind` (empty, or a copy of `template`); returns its URL and a function that drops it."""
     if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'flywheel.db'}", lambda: None
+        path = tmp_path / "flywheel.db"
+        if template:
+            shutil.copyfile(template, path)
+        return f"sqlite:///{path}", lambda: None
     name = f"fw_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
 
     def drop() -> None:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return _pg_url(name), drop
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory):
+    """Per backend, a database migrated once per session: tests get copies (much faster than migrating)."""
+    made, drops = {}, []
+
+    def get(kind: str) -> str:
+        if kind not in made:
+            url, drop = create_database(kind, tmp_path_factory.mktemp("template"))
+            upgrade(url)  # Alembic disposes its engine: nobody stays connected to the template
+            made[kind] = make_url(url).database
+            drops.append(drop)
+        return made[kind]
+
+    yield get
+    for drop in drops:
+        drop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -51,19 +74,20 @@ def empty_database_url(request, tmp_path):
     drop()
 
 
-@pytest.fixture
-def database_url(empty_database_url):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path, migrated_template):
     """A migrated database, once on SQLite and once on PostgreSQL."""
-    upgrade(empty_database_url)
-    return empty_database_url
+    url, drop = create_database(request.param, tmp_path, migrated_template(request.param))
+    yield url
+    drop()
 
 
 @pytest.fixture
-def sqlite_url(tmp_path):
+def sqlite_url(tmp_path, migrated_template):
     """A migrated SQLite database of its own (not the one `database_url` gives on its SQLite run)."""
-    url = f"sqlite:///{tmp_path / 'local.db'}"
-    upgrade(url)
-    return url
+    path = tmp_path / "local.db"
+    shutil.copyfile(migrated_template("sqlite"), path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
