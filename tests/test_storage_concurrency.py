@@ -1,0 +1,87 @@
+"""Several OS processes write votes, pairs and Slack events at the same moment: nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+
+from sqlalchemy import func, select
+
+from storage.db import make_engine, session_scope
+from storage.interactions import complete_interaction, get_or_create_conversation, record_vote, start_interaction
+from storage.models import Feedback, Interaction, PairSource, PreferencePair, Vote
+from storage.pairs import create_pair
+
+PROCESSES = 4
+ITEMS = 25  # per process: 25 own votes, 25 contested votes, 25 own pairs, 25 contested pairs, 25 contested events
+
+
+def prompt(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def write_everything(url: str, worker: int, interaction_ids: list[int], barrier, results) -> None:
+    """One process: every write in its own transaction, as the bot and dashboard do them."""
+    try:
+        engine = make_engine(url)
+        created = {"shared_pairs": 0, "shared_events": 0}
+        barrier.wait()  # start together, so that the contested writes really collide
+        for k, interaction_id in enumerate(interaction_ids):
+            with session_scope(engine) as session:
+                record_vote(session, interaction_id, f"U{worker}", Vote.up)
+            with session_scope(engine) as session:  # the same user's vote arriving from every process
+                record_vote(session, interaction_id, "U-shared", Vote.up if worker % 2 else Vote.down)
+            with session_scope(engine) as session:
+                create_pair(session, prompt(f"q{k}"), f"good {worker}", f"bad {worker}", PairSource.alternative)
+            with session_scope(engine) as session:
+                if create_pair(session, prompt(f"q{k}"), "good shared", "bad shared", PairSource.vote_contrast):
+                    created["shared_pairs"] += 1
+            with session_scope(engine) as session:  # a Slack event delivered to every process
+                conversation = get_or_create_conversation(session, "slack", "T", "C", f"thread-{k}")
+                if start_interaction(session, conversation, prompt(f"event {k}"), event_id=f"Ev{k}"):
+                    created["shared_events"] += 1
+        engine.dispose()
+        results.put((worker, created))
+    except BaseException:
+        results.put((worker, traceback.format_exc()))
+
+
+def test_processes_writing_at_once_lose_and_double_nothing(database_url):
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        conversation = get_or_create_conversation(session, "slack", "T", "C", "seed")
+        ids = []
+        for k in range(ITEMS):
+            interaction = start_interaction(session, conversation, prompt(f"seed {k}"))
+            session.flush()
+            complete_interaction(session, interaction.id, answer=f"answer {k}", served_model="base",
+                                 model_version_id=None, latency_ms=1.0)
+            ids.append(interaction.id)
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    workers = [ctx.Process(target=write_everything, args=(database_url, w, ids, barrier, results))
+               for w in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    outcomes = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+    failures = {w: o for w, o in outcomes.items() if isinstance(o, str)}
+    assert not failures, failures
+    # Each contested write was won by exactly one process.
+    assert sum(o["shared_pairs"] for o in outcomes.values()) == ITEMS
+    assert sum(o["shared_events"] for o in outcomes.values()) == ITEMS
+
+    with session_scope(engine) as session:
+        votes = session.execute(select(Feedback.interaction_id, Feedback.user_id)).all()
+        assert len(votes) == len(set(votes)) == ITEMS * (PROCESSES + 1)
+        assert set(votes) == {(i, f"U{w}") for i in ids for w in range(PROCESSES)} | {(i, "U-shared") for i in ids}
+        pairs = session.execute(select(PreferencePair.prompt, PreferencePair.chosen)).all()
+        assert len(pairs) == ITEMS * (PROCESSES + 1)
+        assert {(p[0][0]["content"], p[1]) for p in pairs} == {
+            (f"q{k}", chosen) for k in range(ITEMS) for chosen in [*(f"good {w}" for w in range(PROCESSES)),
+                                                                   "good shared"]}
+        events = session.scalar(select(func.count()).where(Interaction.event_id.is_not(None)))
+        assert events == ITEMS
+    engine.dispose()
