@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from flywheel.settings import Settings, load_settings  # noqa: E402
 from serving.base_model import prepare_bundled_model  # noqa: E402
 from storage.db import make_engine, upgrade  # noqa: E402
-from vllm_fixture import vllm_server  # noqa: E402, F401
+from vllm_fixture import vllm_server, vllm_settings  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "var" / "test-cache"
@@ -107,3 +107,22 @@ def base_model_dir() -> Path:
 def settings(tmp_path, sqlite_url, base_model_dir) -> Settings:
     """Settings for one test: its own home folder and SQLite database, the prepared base model."""
     return load_settings(home=tmp_path / "home", database_url=sqlite_url, base_model_path=base_model_dir)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run `flywheel ARGS...` in this process with FLYWHEEL_* env vars (home: a fresh tmp folder)."""
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+    from flywheel.settings import get_settings
+
+    def invoke(args: list[str], input: str | None = None, **env: str):
+        env = {"FLYWHEEL_HOME": str(tmp_path / "home"), **env}
+        get_settings.cache_clear()  # the CLI reads settings once per process; here once per call
+        try:
+            return CliRunner().invoke(app, args, input=input, env=env)
+        finally:
+            get_settings.cache_clear()
+
+    return invoke
