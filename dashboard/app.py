@@ -14,7 +14,7 @@ from dashboard.queries import SETTINGS_KEY, check_migrated, show_flash
 from flywheel.settings import SettingsError, get_settings
 from storage.db import DatabaseNotMigrated
 
-PAGES = Path(__file__).parent / "pages"
+VIEWS = Path(__file__).parent / "views"  # not "pages/": Streamlit would serve those files without sign-in
 
 st.set_page_config(page_title="Flywheel", page_icon="🔁", layout="wide")
 
@@ -33,14 +33,14 @@ else:
     page = st.navigation(
         {
             "Flywheel": [
-                st.Page(PAGES / "overview.py", title="Overview", icon="📈", default=True),
-                st.Page(PAGES / "review.py", title="Review queue", icon="✅"),
-                st.Page(PAGES / "data.py", title="Data", icon="🗂️"),
+                st.Page(VIEWS / "overview.py", title="Overview", icon="📈", default=True),
+                st.Page(VIEWS / "review.py", title="Review queue", icon="✅"),
+                st.Page(VIEWS / "data.py", title="Data", icon="🗂️"),
             ],
             "Models": [
-                st.Page(PAGES / "training.py", title="Training", icon="🏋️"),
-                st.Page(PAGES / "models.py", title="Models", icon="🧬"),
-                st.Page(PAGES / "playground.py", title="Playground", icon="💬"),
+                st.Page(VIEWS / "training.py", title="Training", icon="🏋️"),
+                st.Page(VIEWS / "models.py", title="Models", icon="🧬"),
+                st.Page(VIEWS / "playground.py", title="Playground", icon="💬"),
             ],
         }
     )

@@ -34,7 +34,7 @@ cols[1].metric("Active model", state["active"], border=True)
 cols[2].metric("Canary", state["canary"], border=True)
 cols[3].metric("Last run", state["run"], state["run_when"] or None, delta_color="off", border=True)
 if state["pending"]:
-    st.page_link("pages/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon="✅")
+    st.page_link("views/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon="✅")
 
 days = st.segmented_control("Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="period")
 daily, votes = overview_stats(current_settings().database_url, days or 30)
