@@ -95,8 +95,8 @@ def _run_and_versions(session, adapter_path: str, base_model: str):
         start_run(session, run.id, pid=1, log_path="/nonexistent/run.log", output_dir="/tmp/run")
         attach_snapshot(session, run.id, snapshot.id, total_steps=6)
         for step in range(1, 7):
-            record_step(session, run.id, step, {"loss": 0.7 / step, "rewards/accuracies": step / 6,
-                                                 "rewards/margins": step * 0.3})
+            record_step(session, run.id, step, {"loss": 0.7 / step, "reward_accuracy": step / 6,
+                                                 "reward_margin": step * 0.3})
         finish_run(session, run.id, RunStatus.succeeded, eval_metrics={"eval_accuracy": 0.8})
         runs.append(run)
     answers = [{"prompt": "How do I roll back?", "answer": "Delete the cluster."}]

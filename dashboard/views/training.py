@@ -16,7 +16,8 @@ from training.launcher import start_run_now
 
 actor = current_actor()
 LIVE = (RunStatus.queued, RunStatus.running)
-CURVES = {"Loss": "loss", "Reward accuracy": "accurac", "Reward margin": "margin"}
+# Step metric names as training/callbacks.py records them.
+CURVES = {"Loss": "loss", "Reward accuracy": "reward_accuracy", "Reward margin": "reward_margin"}
 LOG_TAIL_BYTES = 20_000
 
 st.title("Training")
@@ -63,11 +64,10 @@ def curves(run_id: int) -> None:
         st.caption("No steps logged yet.")
         return
     frame = pd.DataFrame([{"step": m.step, **m.values} for m in steps]).set_index("step")
-    for column, (title, needle) in zip(st.columns(len(CURVES)), CURVES.items()):
-        keys = [k for k in frame.columns if needle in k.lower() and pd.api.types.is_numeric_dtype(frame[k])]
+    for column, (title, key) in zip(st.columns(len(CURVES)), CURVES.items()):
         column.markdown(f"**{title}**")
-        if keys:
-            column.line_chart(frame[keys], height=220)
+        if key in frame.columns:
+            column.line_chart(frame[key].dropna(), height=220, x_label="step", y_label="")
         else:
             column.caption("not logged")
 
