@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(256, ge=16)
     qlora: bool = Field(False, description="4-bit NF4 QLoRA on CUDA (bitsandbytes).")
+    train_processes: int = Field(1, ge=1, description="Training processes (GPUs); above 1 runs use `accelerate launch`.")
+    train_launch_args: str = Field("", description="Extra `accelerate launch` arguments (e.g. an FSDP config file).")
     gate_margin: float = Field(0.0, description="Held-out preference accuracy a candidate must add over the active one.")
     auto_promote: bool = Field(False, description="Promote a registered candidate without an admin.")
     canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")

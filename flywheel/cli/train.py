@@ -1,0 +1,95 @@
+"""`flywheel train run|now`, `flywheel scheduler`, `flywheel eval`: thin commands over training/."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from flywheel.cli.common import console, db_session, fail, settings
+from storage.errors import StorageError
+from storage.models import RunKind
+from storage.users import SYSTEM
+
+train_app = typer.Typer(help="Training runs (DPO / SFT).", no_args_is_help=True)
+
+
+def _require_migrated_db() -> None:
+    with db_session():  # an unmigrated database ends the command here, before any model loads
+        pass
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@train_app.command("run")
+def run(
+    run_id: int = typer.Argument(..., help="A queued run's id."),
+    log_file: str = typer.Option("", help="Where this process's output goes (recorded on the run)."),
+) -> None:
+    """Execute one queued run in this process: snapshot, train, evaluate, gate, register."""
+    from training.runner import execute_run
+
+    _require_migrated_db()
+    _log_to_stderr()
+    try:
+        execute_run(settings(), run_id, log_path=log_file)
+    except StorageError as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:
+        raise fail(f"run {run_id} failed: {type(exc).__name__}: {exc}") from None
+
+
+@train_app.command("now")
+def now(kind: RunKind = typer.Option(RunKind.dpo, help="dpo or sft.")) -> None:
+    """Start a run now on the approved pairs, in its own process."""
+    from training.launcher import start_run_now
+
+    _require_migrated_db()
+    try:
+        run_id = start_run_now(settings(), SYSTEM, kind)
+    except StorageError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"started run {run_id}; log: {settings().logs_dir / f'run-{run_id}.log'}")
+
+
+def scheduler() -> None:
+    """Run the scheduler until Ctrl-C: starts runs, reaps dead ones, keeps vLLM's adapters in sync."""
+    from training.scheduler import FlywheelScheduler
+
+    _require_migrated_db()
+    _log_to_stderr()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service = FlywheelScheduler(settings())
+    service.start()
+    console.print(f"scheduler {service.holder} started (checks every {settings().scheduler_interval_s:g} s)")
+    stop.wait()
+    service.stop()
+
+
+def evaluate(
+    version: str = typer.Option(..., "--version", help="A version name (v3) or `base`."),
+    pairs: Path = typer.Option(..., "--pairs", exists=True, dir_okay=False, help="JSONL pairs (export format)."),
+) -> None:
+    """Print the preference accuracy and mean reward margin of a version on a pairs file."""
+    from training.offline_eval import evaluate_on_file
+
+    try:
+        scores = evaluate_on_file(settings(), version, pairs)
+    except (StorageError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"version: {version}\npairs: {scores['pairs']}\naccuracy: {scores['accuracy']:.4f}\n"
+               f"reward_margin: {scores['reward_margin']:.4f}\nreward_accuracy: {scores['reward_accuracy']:.4f}\n"
+               f"chosen_perplexity: {scores['chosen_perplexity']:.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+    app.command("scheduler")(scheduler)
+    app.command("eval")(evaluate)

@@ -1,0 +1,123 @@
+"""Held-out evaluation of adapters from log-probabilities: preference accuracy, DPO reward margin, perplexity.
+
+- accuracy: share of pairs whose chosen answer the model finds more likely than the rejected one
+  (mean log-prob per token, so a long answer is not punished for its length). Meaningful for the
+  base model too, so every version is compared on the same scale.
+- reward_margin / reward_accuracy: DPO's implicit reward beta * (log p_model - log p_base), chosen minus
+  rejected, with the base model as the reference (0 for the base model itself).
+- chosen_perplexity: perplexity of the chosen answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from training.config import TrainConfig
+from training.modeling import load_base_model, load_tokenizer
+
+BASE = "base"
+
+
+@dataclass
+class LogProbs:
+    """Summed completion log-probs and token counts, one entry per pair."""
+
+    chosen: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected: torch.Tensor
+    rejected_tokens: torch.Tensor
+
+
+def completion_text(value: Any) -> str:
+    return value if isinstance(value, str) else value[0]["content"]
+
+
+def encode(tokenizer, prompt: list[dict], completion: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + completion through the chat template, and where the completion starts."""
+    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template(
+        prompt + [{"role": "assistant", "content": completion}], tokenize=False
+    )
+    if not full_text.startswith(prompt_text):  # templates that rewrite earlier turns: score the plain continuation
+        full_text = prompt_text + completion + (tokenizer.eos_token or "")
+    prompt_len = len(tokenizer(prompt_text, add_special_tokens=False).input_ids)
+    ids = tokenizer(full_text, add_special_tokens=False).input_ids[:max_length]
+    return ids, min(prompt_len, len(ids))
+
+
+@torch.no_grad()
+def sequence_logps(model, tokenizer, items: list[tuple[list[int], int]], batch_size: int, progress) -> tuple:
+    sums, counts = [], []
+    device = next(model.parameters()).device
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        completion = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, (ids, prompt_len) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            completion[row, prompt_len : len(ids)] = True
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logps = torch.log_softmax(logits[:, :-1], dim=-1)
+        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        scored = completion[:, 1:]
+        sums.append((token_logps * scored).sum(dim=1))
+        counts.append(scored.sum(dim=1))
+        progress()
+    return torch.cat(sums), torch.cat(counts)
+
+
+def pair_logps(model, tokenizer, records: list[dict], max_length: int, progress, batch_size: int = 8) -> LogProbs:
+    chosen = [encode(tokenizer, r["prompt"], completion_text(r["chosen"]), max_length) for r in records]
+    rejected = [encode(tokenizer, r["prompt"], completion_text(r["rejected"]), max_length) for r in records]
+    c_sum, c_n = sequence_logps(model, tokenizer, chosen, batch_size, progress)
+    r_sum, r_n = sequence_logps(model, tokenizer, rejected, batch_size, progress)
+    return LogProbs(c_sum, c_n, r_sum, r_n)
+
+
+def preference_metrics(policy: LogProbs, reference: LogProbs, beta: float) -> dict[str, float]:
+    per_token_c = policy.chosen / policy.chosen_tokens.clamp(min=1)
+    per_token_r = policy.rejected / policy.rejected_tokens.clamp(min=1)
+    margins = beta * ((policy.chosen - reference.chosen) - (policy.rejected - reference.rejected))
+    return {
+        "accuracy": float((per_token_c > per_token_r).float().mean()),
+        "reward_accuracy": float((margins > 0).float().mean()),
+        "reward_margin": float(margins.mean()),
+        "chosen_perplexity": math.exp(-float(policy.chosen.sum()) / max(int(policy.chosen_tokens.sum()), 1)),
+        "pairs": len(margins),
+    }
+
+
+def score_versions(
+    model_dir: Path, adapters: dict[str, Path | None], records: Iterable[dict], cfg: TrainConfig,
+    progress: Callable[[], Any] = lambda: None,
+) -> dict[str, dict[str, float]]:
+    """Metrics for each named adapter (None = the base model) on the same pairs, loading the base once."""
+    records = list(records)
+    if not records:
+        raise ValueError("no pairs to evaluate")
+    eval_cfg = TrainConfig(**{**cfg.__dict__, "qlora": False})  # score in full precision: comparable numbers
+    model, tokenizer = load_base_model(model_dir, eval_cfg).eval(), load_tokenizer(model_dir)
+    reference = pair_logps(model, tokenizer, records, cfg.max_length, progress)
+    results = {}
+    for name, path in adapters.items():
+        if path is None:
+            results[name] = preference_metrics(reference, reference, cfg.beta)
+            continue
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(path), adapter_name=name)
+        else:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
+        model.set_adapter(name)
+        policy = pair_logps(model, tokenizer, records, cfg.max_length, progress)
+        results[name] = preference_metrics(policy, reference, cfg.beta)
+    return results

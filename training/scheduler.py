@@ -1,0 +1,175 @@
+"""The scheduler: start a run when enough new approved pairs wait, reap dead runs, keep vLLM in sync.
+
+APScheduler 3 runs the jobs, with its SQLAlchemy job store on Flywheel's own database, so the job
+schedule survives restarts and late jobs after downtime coalesce into one run. Exactly one
+scheduler is active however many are started: each instance competes for a database lease, only
+the holder runs APScheduler, and every job renews the lease first (a holder that lost it stops).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+
+from storage.db import get_engine, session_scope
+from storage.errors import InvalidInput
+from storage.leases import acquire_lease, release_lease
+from storage.models import RunKind, RunStatus, utcnow
+from storage.pairs import count_approved_since
+from storage.runs import active_run, finish_run, last_started_at, reap_stale_runs
+from storage.users import Actor, Role
+from training.launcher import start_run_now
+
+log = logging.getLogger("flywheel.scheduler")
+LEASE = "scheduler"
+SCHEDULER_ACTOR = Actor("scheduler", Role.admin)
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}  # late runs: once, whenever
+
+_leader: FlywheelScheduler | None = None  # the instance of this process that holds the lease
+
+
+def why_not_start(session, settings) -> str | None:
+    """None when a run is due; otherwise the reason it is not."""
+    running = active_run(session)
+    if running is not None:
+        return f"run {running.id} is {running.status.value}"
+    last = last_started_at(session)
+    if last is not None and utcnow() - last < timedelta(minutes=settings.min_interval_minutes):
+        return f"the last run started less than {settings.min_interval_minutes:g} min ago"
+    new = count_approved_since(session, last)
+    if new < settings.min_new_pairs:
+        return f"{new} new approved pair(s), {settings.min_new_pairs} needed"
+    return None
+
+
+def fail_unstarted_runs(session, timeout_s: float) -> None:
+    """A queued run whose process never started (spawn died, machine rebooted) must not block forever."""
+    run = active_run(session)
+    if run is not None and run.status is RunStatus.queued and utcnow() - run.created_at > timedelta(seconds=timeout_s):
+        finish_run(session, run.id, RunStatus.failed, error=f"its process did not start within {timeout_s:.0f} s")
+
+
+# APScheduler keeps jobs by reference ("module:function") in the database: plain module functions.
+def maybe_start_run_job() -> None:
+    if _leader is not None and _leader.renew():
+        _leader.maybe_start_run()
+
+
+def reap_job() -> None:
+    if _leader is not None and _leader.renew():
+        _leader.reap()
+
+
+def sync_adapters_job() -> None:
+    if _leader is not None and _leader.renew():
+        _leader.sync_adapters()
+
+
+JOBS = {"maybe-start-run": maybe_start_run_job, "reap-stale-runs": reap_job, "sync-adapters": sync_adapters_job}
+
+
+class FlywheelScheduler:
+    def __init__(self, settings, *, engine: Engine | None = None, holder: str | None = None):
+        self.settings = settings
+        self.engine = engine or get_engine(settings.database_url)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl_s = 3 * settings.scheduler_interval_s
+        self.scheduler: BackgroundScheduler | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- leadership ----------------------------------------------------------------------------
+    def renew(self) -> bool:
+        """Take or renew the lease; a holder that lost it stops its jobs."""
+        with session_scope(self.engine) as session:
+            held = acquire_lease(session, LEASE, self.holder, self.lease_ttl_s)
+        if not held and self.scheduler is not None:
+            log.warning("%s lost the scheduler lease; stopping its jobs", self.holder)
+            self._stop_jobs()
+        return held
+
+    def _start_jobs(self) -> None:
+        global _leader
+        _leader = self
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine)}, job_defaults=JOB_DEFAULTS, timezone="UTC"
+        )
+        for job_id, func in JOBS.items():
+            self.scheduler.add_job(func, "interval", seconds=self.settings.scheduler_interval_s, id=job_id,
+                                   replace_existing=True)
+        self.scheduler.start()
+        log.info("%s holds the scheduler lease and runs the jobs", self.holder)
+
+    def _stop_jobs(self) -> None:
+        global _leader
+        scheduler, self.scheduler = self.scheduler, None
+        if _leader is self:
+            _leader = None
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+    def _campaign(self) -> None:
+        """Followers wait for the lease; the holder's jobs renew it themselves."""
+        while not self._stop.is_set():
+            if self.scheduler is None and self.renew():
+                self._start_jobs()
+            self._stop.wait(self.settings.scheduler_interval_s)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._campaign, name=f"scheduler-{self.holder}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        was_leader = self.scheduler is not None
+        self._stop_jobs()
+        if was_leader:
+            with session_scope(self.engine) as session:
+                release_lease(session, LEASE, self.holder)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.scheduler is not None
+
+    # --- the jobs ------------------------------------------------------------------------------
+    def maybe_start_run(self) -> int | None:
+        with session_scope(self.engine) as session:
+            reason = why_not_start(session, self.settings)
+        if reason is not None:
+            log.debug("no run: %s", reason)
+            return None
+        try:
+            run_id = start_run_now(self.settings, SCHEDULER_ACTOR, RunKind.dpo)
+        except InvalidInput as exc:  # another run was queued a moment ago
+            log.info("no run: %s", exc)
+            return None
+        log.info("started run %s", run_id)
+        return run_id
+
+    def reap(self) -> None:
+        with session_scope(self.engine) as session:
+            for run in reap_stale_runs(session, self.settings.heartbeat_timeout_s):
+                log.warning("run %s had no heartbeat; marked failed", run.id)
+            fail_unstarted_runs(session, self.settings.heartbeat_timeout_s)
+
+    def sync_adapters(self) -> None:
+        from serving.adapters import sync_adapters
+        from serving.errors import ServingError
+
+        try:
+            result = sync_adapters(self.settings)
+        except ServingError as exc:  # vLLM down or restarting: the next tick tries again
+            log.warning("adapter sync failed: %s", exc)
+            return
+        if result.loaded or result.unloaded:
+            log.info("adapters loaded %s, unloaded %s", result.loaded, result.unloaded)
