@@ -27,18 +27,18 @@ def _thread_of(body: dict) -> tuple[str, str | None]:
 def register(app: App, services: Services) -> None:
     @app.action(blocks.VOTE_ACTION)
     def vote(ack: Ack, body: dict, client: WebClient) -> None:
-        ack()
         choice, _, interaction_id = body["actions"][0]["value"].partition(":")
         user_id, (channel_id, thread_ts) = body["user"]["id"], _thread_of(body)
-        try:
+        try:  # stored before the ack: two quick clicks land in the order they were made
             with session_scope(services.engine) as session:
                 _, pairs = record_vote(session, int(interaction_id), user_id, Vote(choice))
+            reply = blocks.vote_confirmation(choice)
         except NotFound:
-            post_ephemeral(client, channel_id, user_id, thread_ts, GONE)
-            return
+            pairs, reply = [], GONE
+        ack()
         if pairs:
             log.info("vote on interaction %s made %d preference pair(s)", interaction_id, len(pairs))
-        post_ephemeral(client, channel_id, user_id, thread_ts, blocks.vote_confirmation(choice))
+        post_ephemeral(client, channel_id, user_id, thread_ts, reply)
 
     @app.action(blocks.BETTER_ACTION)
     def better_answer(ack: Ack, body: dict, client: WebClient) -> None:
