@@ -1,11 +1,18 @@
-"""A small but complete Flywheel database for the dashboard tests: accounts, answers and votes over
-several days, pending pairs from every source, a finished run with metrics, an active and a candidate
-version. Everything is written through storage/'s functions, as the bot and trainer would."""
+"""What the dashboard tests share: a small but complete seeded database (accounts, answers and votes
+over several days, pending pairs from every source, a finished run with metrics, an active and a
+candidate version, all written through storage/'s functions as the bot and trainer would), the
+settings fixture that points the app at it, and AppTest helpers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from flywheel.settings import get_settings
 
 from storage.db import make_engine, session_scope
 from storage.interactions import (
@@ -25,6 +32,58 @@ ADMIN = ("ada", "admin-password")
 REVIEWER = ("rita", "reviewer-password")
 
 
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens there: serving is "down"
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path):
+    """Points the app (which reads get_settings() once) at a test database through FLYWHEEL_* variables."""
+
+    def configure(url: str, vllm_url: str = CLOSED_PORT_URL, **extra: str) -> None:
+        env = {"DATABASE_URL": url, "HOME": str(tmp_path / "home"), "VLLM_URL": vllm_url,
+               "REQUEST_RETRIES": "0", **extra}
+        for name, value in env.items():
+            monkeypatch.setenv(f"FLYWHEEL_{name}", value)
+        get_settings.cache_clear()
+
+    yield configure
+    get_settings.cache_clear()
+
+
+def signed_in(user: tuple[str, str] = ADMIN, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    username, password = at.text_input
+    username.input(user[0])
+    password.input(user[1])
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def stored(url: str, query):
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return query(session)
+    finally:
+        engine.dispose()
+
+
+def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def confirm(at: AppTest, key: str) -> AppTest:
+    """Press a two-step button, then Confirm."""
+    return click(click(at, key), f"{key}_yes")
+
+
 @dataclass
 class Seeded:
     pending_ids: list[int]  # newest first, as the queue shows them
@@ -34,7 +93,8 @@ class Seeded:
     run_id: int
 
 
-def seed(url: str, adapter_path: str = "/nonexistent/adapter", base_model: str = "base") -> Seeded:
+def seed(url: str, adapters: tuple[str, str] = ("/nonexistent/a", "/nonexistent/b"), base_model: str = "base") -> Seeded:
+    """`adapters`: the adapter folders of the active and the candidate version."""
     engine = make_engine(url)
     try:
         with session_scope(engine) as session:
@@ -42,7 +102,7 @@ def seed(url: str, adapter_path: str = "/nonexistent/adapter", base_model: str =
             create_user(session, *REVIEWER, Role.reviewer)
             _answers_and_votes(session)
             pending = _pairs(session)
-            active, candidate, run_id = _run_and_versions(session, adapter_path, base_model)
+            active, candidate, run_id = _run_and_versions(session, adapters, base_model)
             return Seeded(sorted(pending, reverse=True), active.name, candidate.name, candidate.id, run_id)
     finally:
         engine.dispose()
@@ -87,7 +147,7 @@ def _pairs(session) -> list[int]:
     return ids
 
 
-def _run_and_versions(session, adapter_path: str, base_model: str):
+def _run_and_versions(session, adapters: tuple[str, str], base_model: str):
     snapshot = get_or_create_snapshot(session, "ab" * 32, [1, 2, 3], train_count=24, eval_count=6, path="/tmp/s")
     runs = []
     for _ in range(2):
@@ -100,12 +160,12 @@ def _run_and_versions(session, adapter_path: str, base_model: str):
         finish_run(session, run.id, RunStatus.succeeded, eval_metrics={"eval_accuracy": 0.8})
         runs.append(run)
     answers = [{"prompt": "How do I roll back?", "answer": "Delete the cluster."}]
-    active = register_version(session, adapter_path=adapter_path, base_model=base_model,
+    active = register_version(session, adapter_path=adapters[0], base_model=base_model,
                               training_run_id=runs[0].id, parent_id=None,
                               metrics={"eval_accuracy": 0.6, "eval_margin": 0.4}, regression_answers=answers)
     promote_version(session, active.id, SYSTEM)
     better = [{"prompt": "How do I roll back?", "answer": "Run `deploy rollback --to previous`."}]
-    candidate = register_version(session, adapter_path=adapter_path, base_model=base_model,
+    candidate = register_version(session, adapter_path=adapters[1], base_model=base_model,
                                  training_run_id=runs[1].id, parent_id=active.id,
                                  metrics={"eval_accuracy": 0.8, "eval_margin": 0.9}, regression_answers=better)
     return active, candidate, runs[1].id

@@ -3,16 +3,12 @@ serving is pointed at a closed port, which the pages must report without losing 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from dashboard_seed import ADMIN, REVIEWER, seed
-from flywheel.settings import get_settings
+from dashboard_support import ADMIN, APP, REVIEWER, app_env, click, confirm, seed, signed_in, stored  # noqa: F401
 from storage.audit import list_events
-from storage.db import make_engine, session_scope
 from storage.errors import PermissionDenied
 from storage.models import Interaction, InteractionStatus, PairSource, PairStatus, RunKind, RunStatus
 from storage.pairs import PairFilter, count_pairs, get_pair, import_jsonl, reject_pair
@@ -20,62 +16,11 @@ from storage.registry import active_version, canary_version, get_version, promot
 from storage.runs import get_run, queue_run
 from storage.users import SYSTEM, Actor, Role
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens there: serving is "down"
-
-
-@pytest.fixture
-def app_env(monkeypatch, tmp_path):
-    """Points the app (which reads get_settings() once) at a test database through FLYWHEEL_* variables."""
-
-    def configure(url: str, vllm_url: str = CLOSED_PORT_URL, **extra: str) -> None:
-        env = {"DATABASE_URL": url, "HOME": str(tmp_path / "home"), "VLLM_URL": vllm_url,
-               "REQUEST_RETRIES": "0", **extra}
-        for name, value in env.items():
-            monkeypatch.setenv(f"FLYWHEEL_{name}", value)
-        get_settings.cache_clear()
-
-    yield configure
-    get_settings.cache_clear()
-
 
 @pytest.fixture
 def seeded(sqlite_url, app_env):
     app_env(sqlite_url)
     return sqlite_url, seed(sqlite_url)
-
-
-def signed_in(user: tuple[str, str] = ADMIN, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
-    username, password = at.text_input
-    username.input(user[0])
-    password.input(user[1])
-    at.button[0].click().run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(f"views/{page}.py").run()
-        assert not at.exception, at.exception
-    return at
-
-
-def stored(url: str, query):
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            return query(session)
-    finally:
-        engine.dispose()
-
-
-def click(at: AppTest, key: str) -> AppTest:
-    at.button(key=key).click().run()
-    assert not at.exception, at.exception
-    return at
-
-
-def confirm(at: AppTest, key: str) -> AppTest:
-    """Press a two-step button, then Confirm."""
-    return click(click(at, key), f"{key}_yes")
 
 
 # --- sign-in -------------------------------------------------------------------------------------
