@@ -1,0 +1,32 @@
+"""Shared by the training and scheduler tests: approved pairs with a clear preference, queued runs."""
+
+from __future__ import annotations
+
+from storage.db import session_scope
+from storage.models import PairSource, RunKind
+from storage.pairs import approve_pair, create_pair
+from storage.runs import queue_run
+from storage.users import SYSTEM
+from training.synthetic import synthetic_pairs
+
+
+def add_approved_pairs(engine, records: list[dict]) -> list[int]:
+    with session_scope(engine) as session:
+        ids = []
+        for record in records:
+            pair = create_pair(session, record["prompt"], record["chosen"][0]["content"],
+                               record["rejected"][0]["content"], PairSource.imported)
+            if pair is not None:
+                approve_pair(session, pair.id, SYSTEM)
+                ids.append(pair.id)
+        return ids
+
+
+def add_command_pairs(engine, count: int) -> list[int]:
+    """`count` approved pairs: the exact command in backticks (chosen) vs a vague answer (rejected)."""
+    return add_approved_pairs(engine, synthetic_pairs(count))
+
+
+def queue_dpo(engine, overrides: dict | None = None) -> int:
+    with session_scope(engine) as session:
+        return queue_run(session, RunKind.dpo, {"overrides": overrides or {}}, triggered_by="test").id
