@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import typer
-from slack_bolt.error import BoltError
 
 from flywheel.cli.common import fail, settings
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated
@@ -13,7 +12,9 @@ from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 
 def bot() -> None:
     """Answer in Slack: Socket Mode with SLACK_APP_TOKEN, or HTTP on FLYWHEEL_BOT_PORT with SLACK_SIGNING_SECRET."""
-    from bot.app import MissingSlackCredentials, run  # Bolt loads only for this command
+    from slack_bolt.error import BoltError  # Bolt loads only for this command
+
+    from bot.app import MissingSlackCredentials, run
 
     config = settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
