@@ -74,7 +74,7 @@ def arena() -> None:
     model_b = right.selectbox("Model B", models, index=min(1, len(models) - 1), key="arena_b")
     with st.form("arena_form"):
         question = st.text_area("Question", key="arena_question", height=90)
-        asked = st.form_submit_button("Ask both", type="primary")
+        asked = st.form_submit_button("Ask both", type="primary", key="ask_both")
     if asked and question.strip():
         messages = [{"role": "user", "content": question.strip()}]
         with st.spinner("Both models are answering…"):
