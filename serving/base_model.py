@@ -7,6 +7,7 @@ is a plain Hugging Face folder that vLLM, TRL and PEFT all load. A checksum file
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -65,9 +66,11 @@ def prepare_bundled_model(target: Path, *, force: bool = False, progress=print) 
 
     progress(f"loading {gguf.name} (dequantizing GGUF)…")
     folder, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # Parsing the GGUF's metadata is the slow part: parse the config once and hand it to the others.
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, config=config)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=copy.deepcopy(config),
+                                                      dtype=torch.float32)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.bfloat16
