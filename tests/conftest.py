@@ -21,7 +21,7 @@ from storage.db import make_engine, upgrade  # noqa: E402
 from vllm_fixture import vllm_server, vllm_settings  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / "var" / "test-cache"
+BUNDLED_MODEL_DIR = REPO / "var" / "models" / "SmolLM2-135M-Instruct"  # where `make setup` prepares it
 PG_ADMIN_DSN = os.environ.get("FLYWHEEL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -99,8 +99,8 @@ def engine(database_url):
 
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
-    """The bundled SmolLM2-135M-Instruct, prepared once and cached across test runs."""
-    return prepare_bundled_model(CACHE / "models" / "SmolLM2-135M-Instruct", progress=lambda _msg: None)
+    """The bundled SmolLM2-135M-Instruct, prepared once (by `make setup`) and shared by every test run."""
+    return prepare_bundled_model(BUNDLED_MODEL_DIR, progress=lambda _msg: None)
 
 
 @pytest.fixture
