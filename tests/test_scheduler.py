@@ -1,0 +1,81 @@
+"""The scheduler: exactly one active scheduler and one run however many start, takeover, the start rule."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from training_support import add_command_pairs
+
+from flywheel.settings import load_settings
+from storage.db import make_engine, session_scope
+from storage.leases import lease_holder
+from storage.models import RunStatus
+from storage.runs import active_run, list_runs
+from training.scheduler import LEASE, FlywheelScheduler, why_not_start
+
+
+@pytest.fixture
+def sched_settings(tmp_path, database_url, base_model_dir):
+    # min_pair_chars far above the pairs' length: a started run fails at its snapshot in seconds
+    # instead of training for minutes; the test is about who starts it, not the training.
+    return load_settings(
+        home=tmp_path / "home", database_url=database_url, base_model_path=base_model_dir, vllm_url="http://127.0.0.1:9",
+        scheduler_interval_s=0.5, min_new_pairs=4, min_interval_minutes=0, min_pair_chars=10_000,
+    )
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def runs(engine):
+    with session_scope(engine) as session:
+        return [(r.id, r.status) for r in list_runs(session)]
+
+
+def test_start_rule(sched_settings, engine):
+    with session_scope(engine) as session:
+        assert why_not_start(session, sched_settings) == "0 new approved pair(s), 4 needed"
+    add_command_pairs(engine, 4)
+    with session_scope(engine) as session:
+        assert why_not_start(session, sched_settings) is None
+        hourly = sched_settings.model_copy(update={"min_interval_minutes": 60})
+        assert why_not_start(session, hourly) is None  # no run yet: the interval does not apply
+
+
+def test_two_schedulers_start_exactly_one_run(sched_settings, database_url):
+    first_engine, second_engine = make_engine(database_url), make_engine(database_url)
+    first = FlywheelScheduler(sched_settings, engine=first_engine, holder="scheduler-a")
+    second = FlywheelScheduler(sched_settings, engine=second_engine, holder="scheduler-b")
+    first.start(), second.start()
+    try:
+        wait_for(lambda: first.is_leader or second.is_leader, 20, "a leader")
+        time.sleep(1.5)  # several ticks of both
+        assert first.is_leader != second.is_leader  # exactly one runs the jobs
+        leader, follower = (first, second) if first.is_leader else (second, first)
+        with session_scope(first_engine) as session:
+            assert lease_holder(session, LEASE) == leader.holder
+
+        add_command_pairs(first_engine, 6)  # threshold reached
+        wait_for(lambda: runs(first_engine), 20, "a run")
+        time.sleep(2)  # more ticks of both: still one run
+        assert len(runs(first_engine)) == 1
+        # The run's own process fails at the snapshot (pairs too short for these settings); it ends.
+        wait_for(lambda: runs(first_engine)[0][1] is RunStatus.failed, 180, "the run process to end")
+        with session_scope(first_engine) as session:
+            assert "unusable" in list_runs(session)[0].error and active_run(session) is None
+        time.sleep(1.5)  # no new pairs since that run: no second run
+        assert len(runs(first_engine)) == 1
+
+        leader.stop()  # the follower takes over once the lease is released
+        wait_for(lambda: follower.is_leader, 10, "the follower to take over")
+    finally:
+        first.stop(), second.stop()
+        first_engine.dispose(), second_engine.dispose()
