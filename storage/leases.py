@@ -18,7 +18,9 @@ def acquire_lease(session: Session, name: str, holder: str, ttl_s: float) -> boo
     PostgreSQL the row lock from FOR UPDATE / the primary key makes the race safe.
     """
     now = utcnow()
-    lease = session.scalar(select(Lease).where(Lease.name == name).with_for_update())
+    # populate_existing: the row as locked now, not a copy this session loaded earlier.
+    locked = select(Lease).where(Lease.name == name).with_for_update().execution_options(populate_existing=True)
+    lease = session.scalar(locked)
     if lease is None:
         try:
             with session.begin_nested():

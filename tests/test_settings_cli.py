@@ -54,6 +54,13 @@ def test_cli_reports_bad_settings_cleanly(cli):
     assert result.exit_code == 2 and "FLYWHEEL_VLLM_PORT" in result.stderr and "Traceback" not in result.output
 
 
+def test_cli_reports_an_unreachable_database_without_its_password(cli):
+    result = cli(["pairs", "export"], FLYWHEEL_DATABASE_URL="postgresql+psycopg://fw:pg-password@127.0.0.1:1/fw")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot use the database postgresql+psycopg://fw:***@127.0.0.1:1/fw" in result.stderr
+    assert "pg-password" not in result.output
+
+
 def test_secrets_are_masked(monkeypatch):
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret")
     settings = load_settings(database_url="postgresql+psycopg://flywheel:pg-password@db/flywheel",

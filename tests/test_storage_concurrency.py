@@ -9,11 +9,13 @@ from sqlalchemy import func, select
 
 from storage.db import make_engine, session_scope
 from storage.interactions import complete_interaction, get_or_create_conversation, record_vote, start_interaction
+from storage.leases import acquire_lease, lease_holder
 from storage.models import Feedback, Interaction, PairSource, PreferencePair, Vote
 from storage.pairs import create_pair
 
 PROCESSES = 4
-ITEMS = 25  # per process: 25 own votes, 25 contested votes, 25 own pairs, 25 contested pairs, 25 contested events
+ITEMS = 25  # per process: 25 own votes, 25 contested votes, 25 own pairs, 25 contested pairs, 25 contested events,
+# and 2 contested leases
 
 
 def prompt(text: str) -> list[dict]:
@@ -26,6 +28,9 @@ def write_everything(url: str, worker: int, interaction_ids: list[int], barrier,
         engine = make_engine(url)
         created = {"shared_pairs": 0, "shared_events": 0}
         barrier.wait()  # start together, so that the contested writes really collide
+        for name in ("fresh", "expired"):  # a new lease, and one whose holder's time ran out
+            with session_scope(engine) as session:
+                created[name] = acquire_lease(session, name, f"w{worker}", ttl_s=600)
         for k, interaction_id in enumerate(interaction_ids):
             with session_scope(engine) as session:
                 record_vote(session, interaction_id, f"U{worker}", Vote.up)
@@ -49,6 +54,7 @@ def write_everything(url: str, worker: int, interaction_ids: list[int], barrier,
 def test_processes_writing_at_once_lose_and_double_nothing(database_url):
     engine = make_engine(database_url)
     with session_scope(engine) as session:
+        acquire_lease(session, "expired", "crashed-scheduler", ttl_s=-1)
         conversation = get_or_create_conversation(session, "slack", "T", "C", "seed")
         ids = []
         for k in range(ITEMS):
@@ -72,6 +78,8 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
     # Each contested write was won by exactly one process.
     assert sum(o["shared_pairs"] for o in outcomes.values()) == ITEMS
     assert sum(o["shared_events"] for o in outcomes.values()) == ITEMS
+    lease_winners = {name: [w for w, o in outcomes.items() if o[name]] for name in ("fresh", "expired")}
+    assert all(len(winners) == 1 for winners in lease_winners.values()), lease_winners
 
     with session_scope(engine) as session:
         votes = session.execute(select(Feedback.interaction_id, Feedback.user_id)).all()
@@ -84,4 +92,5 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
                                                                    "good shared"]}
         events = session.scalar(select(func.count()).where(Interaction.event_id.is_not(None)))
         assert events == ITEMS
+        assert lease_holder(session, "expired") == f"w{lease_winners['expired'][0]}"
     engine.dispose()

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from flywheel.settings import Settings, SettingsError, get_settings
@@ -40,3 +41,5 @@ def db_session() -> Iterator[Session]:
             yield session
     except (DatabaseNotMigrated, StorageError) as exc:
         raise fail(str(exc)) from None
+    except OperationalError as exc:  # unreachable server, locked file: say which database, hide the password
+        raise fail(f"cannot use the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
