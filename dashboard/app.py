@@ -27,20 +27,20 @@ except (SettingsError, DatabaseNotMigrated) as exc:
 
 actor = auth.current_actor()
 if actor is None:
-    page = st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon="🔑")], position="hidden")
+    page = st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon=":material/login:")], position="hidden")
 else:
     auth.account_sidebar(actor)
     page = st.navigation(
         {
             "Flywheel": [
-                st.Page(VIEWS / "overview.py", title="Overview", icon="📈", default=True),
-                st.Page(VIEWS / "review.py", title="Review queue", icon="✅"),
-                st.Page(VIEWS / "data.py", title="Data", icon="🗂️"),
+                st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
+                st.Page(VIEWS / "review.py", title="Review queue", icon=":material/fact_check:"),
+                st.Page(VIEWS / "data.py", title="Data", icon=":material/database:"),
             ],
             "Models": [
-                st.Page(VIEWS / "training.py", title="Training", icon="🏋️"),
-                st.Page(VIEWS / "models.py", title="Models", icon="🧬"),
-                st.Page(VIEWS / "playground.py", title="Playground", icon="💬"),
+                st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:"),
+                st.Page(VIEWS / "models.py", title="Models", icon=":material/deployed_code:"),
+                st.Page(VIEWS / "playground.py", title="Playground", icon=":material/forum:"),
             ],
         }
     )

@@ -61,7 +61,7 @@ def perform(action: Callable[[], str], *, after: Callable[[], None] | None = Non
     try:
         message = action()
     except StorageError as exc:
-        st.error(str(exc), icon="⛔")
+        st.error(str(exc), icon=":material/block:")
         return
     st.session_state[FLASH_KEY] = ("success", message)
     if after is not None:

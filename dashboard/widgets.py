@@ -11,10 +11,11 @@ from typing import Any
 
 import streamlit as st
 
-_TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
+# Words and punctuation with their trailing spaces: a changed phrase is highlighted as one run.
+_TOKENS = re.compile(r"\w+\s*|[^\w\s]+\s*|\s+")
 _BOX = (
     "white-space:pre-wrap;font-size:0.92rem;line-height:1.5;padding:0.6rem 0.8rem;border-radius:0.5rem;"
-    "border:1px solid rgba(128,128,128,0.25);min-height:3rem;"
+    "border:1px solid rgba(128,128,128,0.25);min-height:3rem;margin-bottom:0.75rem;"
 )
 _MARK = {
     "chosen": "background:rgba(33,195,84,0.22);border-radius:3px;",
@@ -37,7 +38,7 @@ def _span(text: str, mark: str | None) -> str:
     return f'<span style="{_MARK[mark]}">{escaped}</span>' if mark and text.strip() else escaped
 
 
-def side_by_side(chosen: str, rejected: str, *, labels: tuple[str, str] = ("✅ Chosen", "❌ Rejected")) -> None:
+def side_by_side(chosen: str, rejected: str, *, labels: tuple[str, str] = (":material/thumb_up: Chosen", ":material/thumb_down: Rejected")) -> None:
     left_html, right_html = word_diff(chosen, rejected)
     left, right = st.columns(2)
     for column, label, body in ((left, labels[0], left_html), (right, labels[1], right_html)):
@@ -62,7 +63,7 @@ def confirm_button(label: str, key: str, on_confirm: Callable[[], None], *, ques
             st.session_state[pending] = True
             st.rerun()
         return
-    st.warning(question, icon="⚠️")
+    st.warning(question, icon=":material/warning:")
     yes, no = st.columns(2)
     if yes.button("Confirm", key=f"{key}_yes", type="primary"):
         st.session_state[pending] = False

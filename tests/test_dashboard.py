@@ -56,8 +56,8 @@ def test_overview_shows_the_loop_state_and_plots(seeded):
     _, data = seeded
     at = signed_in(REVIEWER)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Pending pairs": "8", "Active model": data.active, "Canary": "none",
-                       "Last run": f"#{data.run_id} succeeded"}
+    assert metrics == {"Pending pairs": "8", "Active model": data.active, "Canary": "none", "Last run": "succeeded"}
+    assert at.metric[3].proto.delta.startswith(f"#{data.run_id} · ")
     assert len(at.get("vega_lite_chart")) == 3  # answers/day, feedback rate, thumbs-up share per version
 
 

@@ -32,7 +32,7 @@ def approved_jsonl() -> str:
 
 st.download_button(
     f"Download {counts[PairStatus.approved]:,} approved pair(s) as JSONL", approved_jsonl,
-    file_name="flywheel-approved-pairs.jsonl", mime="application/jsonl", icon="⬇️",
+    file_name="flywheel-approved-pairs.jsonl", mime="application/jsonl", icon=":material/download:",
     disabled=not counts[PairStatus.approved], on_click="ignore",
 )
 

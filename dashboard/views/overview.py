@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.queries import current_settings, overview_stats, read
-from dashboard.widgets import ago, badge
+from dashboard.widgets import ago
 from storage.pairs import PairFilter, count_pairs
 from storage.registry import active_version, canary_version
 from storage.runs import last_run
@@ -21,9 +21,8 @@ def loop_state(session) -> dict:
         "pending": count_pairs(session, PairFilter()),
         "active": active.name if active else "base",
         "canary": f"{canary.name} ({canary.canary_share:.0%})" if canary else "none",
-        "run": f"#{run.id} {run.status.value}" if run else "none yet",
-        "run_when": ago(run.created_at) if run else "",
-        "run_status": run.status if run else None,
+        "run": run.status.value if run else "none yet",
+        "run_when": f"#{run.id} · {ago(run.created_at)}" if run else None,
     }
 
 
@@ -32,9 +31,9 @@ cols = st.columns(4)
 cols[0].metric("Pending pairs", f"{state['pending']:,}", border=True)
 cols[1].metric("Active model", state["active"], border=True)
 cols[2].metric("Canary", state["canary"], border=True)
-cols[3].metric("Last run", state["run"], state["run_when"] or None, delta_color="off", border=True)
+cols[3].metric("Last run", state["run"], state["run_when"], delta_color="off", delta_arrow="off", border=True)
 if state["pending"]:
-    st.page_link("views/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon="✅")
+    st.page_link("views/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon=":material/fact_check:")
 
 days = st.segmented_control("Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="period")
 daily, votes = overview_stats(current_settings().database_url, days or 30)
@@ -48,16 +47,19 @@ daily["feedback rate"] = daily["with_feedback"] / daily["interactions"]
 left, right = st.columns(2)
 with left:
     st.subheader("Answers per day")
-    st.bar_chart(daily, x="day", y="interactions", height=260, x_label="", y_label="answers")
+    chart = alt.Chart(daily).mark_bar(cornerRadiusTopLeft=3, cornerRadiusTopRight=3).encode(
+        x=alt.X("yearmonthdate(day):O", title=None, axis=alt.Axis(format="%b %d", labelAngle=0)),
+        y=alt.Y("interactions:Q", title=None), tooltip=["day:T", "interactions:Q", "with_feedback:Q"],
+    )
+    st.altair_chart(chart.properties(height=260), width="stretch")
 with right:
-    st.subheader("Feedback rate")
-    st.caption("Share of answers that got at least one 👍 or 👎.")
+    st.subheader("Feedback rate", help="Share of answers that got at least one thumbs up or down.")
     chart = alt.Chart(daily).mark_line(point=True).encode(
         x=alt.X("day:T", title=None), y=alt.Y("feedback rate:Q", axis=alt.Axis(format="%"), title=None)
     )
     st.altair_chart(chart.properties(height=230), width="stretch")
 
-st.subheader("👍 share per model version")
+st.subheader("Thumbs-up share per model version")
 if votes:
     votes = pd.DataFrame(votes)
     votes["day"] = pd.to_datetime(votes["day"])
@@ -71,4 +73,3 @@ if votes:
     st.altair_chart(chart.properties(height=280), width="stretch")
 else:
     st.info("No votes in this period yet.")
-st.caption(f"Last run status: {badge(state['run_status']) if state['run_status'] else 'none'}")

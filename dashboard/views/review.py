@@ -84,9 +84,10 @@ def show_pair(pair: PreferencePair) -> None:
             st.text_area("Chosen answer", value=pair.chosen, key=f"edit_{pair.id}", height=120)
         approve_col, reject_col, _ = st.columns([1, 1, 4])
         edit = edited_chosen(pair)
-        if approve_col.button("Approve edited" if edit else "Approve", key=f"approve_{pair.id}", type="primary"):
+        if approve_col.button("Approve edited" if edit else "Approve", key=f"approve_{pair.id}", type="primary",
+                             icon=":material/check:"):
             decide([pair.id], True, {pair.id: edit} if edit else None)
-        if reject_col.button("Reject", key=f"reject_{pair.id}"):
+        if reject_col.button("Reject", key=f"reject_{pair.id}", icon=":material/close:"):
             decide([pair.id], False)
 
 
@@ -114,7 +115,7 @@ page_number = len(cursors)
 st.caption(f"{total:,} pair(s) match · page {page_number} · newest first")
 
 if not pairs:
-    st.info("Nothing to review here. New pairs arrive from 👎 + better answers in Slack and from the arena.")
+    st.info("Nothing to review here. New pairs arrive from better answers in Slack and from the arena.")
 elif flt.status is PairStatus.pending:
     bulk_bar(pairs)
 for pair in pairs:

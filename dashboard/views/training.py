@@ -12,7 +12,6 @@ from dashboard.queries import act, current_settings, perform, read
 from dashboard.widgets import ago, badge, confirm_button, when
 from storage.models import RunStatus, TrainingRun
 from storage.runs import get_run, list_runs, request_cancel, run_metrics
-from training.launcher import start_run_now
 
 actor = current_actor()
 LIVE = (RunStatus.queued, RunStatus.running)
@@ -24,11 +23,13 @@ st.title("Training")
 
 
 def start_now() -> None:
+    from training.launcher import start_run_now  # imports torch (seconds): only when an admin starts a run
+
     perform(lambda: f"Run #{start_run_now(current_settings(), actor)} started.")
 
 
 if is_admin(actor):
-    confirm_button("▶ Start a run now", "start_run", start_now,
+    confirm_button(":material/play_arrow: Start a run now", "start_run", start_now,
                    question="Snapshot the approved pairs and start a DPO run now?")
 
 runs = read(lambda s: list_runs(s, limit=50))

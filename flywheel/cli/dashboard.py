@@ -19,6 +19,7 @@ def streamlit_argv(host: str, port: int) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal", "--theme.primaryColor", "#4f46e5",
     ]
 
 
