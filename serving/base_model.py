@@ -54,9 +54,9 @@ def is_prepared(target: Path, source_sha256: str) -> bool:
     )
 
 
-def prepare_bundled_model(target: Path, *, force: bool = False, progress=print) -> Path:
-    """Convert the bundled GGUF into `target` (a safetensors folder). Does nothing if already done."""
-    gguf = bundled_gguf_path()
+def prepare_bundled_model(target: Path, *, force: bool = False, progress=print, gguf: Path | None = None) -> Path:
+    """Convert the bundled GGUF (or `gguf`) into `target` (a safetensors folder). Does nothing if already done."""
+    gguf = gguf or bundled_gguf_path()
     source_sha = file_sha256(gguf)
     if not force and is_prepared(target, source_sha):
         progress(f"model already prepared at {target}")
