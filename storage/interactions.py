@@ -115,7 +115,7 @@ def record_vote(
     vote-contrast pairs (the same prompt answered twice, one answer up and the other down)."""
     interaction = get_interaction(session, interaction_id)
     values = dict(interaction_id=interaction_id, user_id=user_id, vote=vote.value, comment=comment)
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     upsert = dialect.insert(Feedback).values(**values)
     # One statement, atomic on both backends: concurrent clicks of the same user cannot add a second row.
     upsert = upsert.on_conflict_do_update(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,3 +42,11 @@ def release_lease(session: Session, name: str, holder: str) -> None:
 def lease_holder(session: Session, name: str) -> str | None:
     lease = session.get(Lease, name)
     return lease.holder if lease and lease.expires_at > utcnow() else None
+
+
+def lock_until_commit(session: Session, name: str) -> None:
+    """Serialize the transactions that take `name`, until each ends. SQLite's IMMEDIATE transactions
+    are serialized already; PostgreSQL takes a transaction-scoped advisory lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))

@@ -10,11 +10,13 @@ from sqlalchemy.orm import Session
 
 from storage.audit import record_event
 from storage.errors import InvalidInput, InvalidTransition, NotFound
+from storage.leases import lock_until_commit
 from storage.models import ModelVersion, RunStatus, TrainingRun, VersionStatus, utcnow
 from storage.states import transition
 from storage.users import Actor, Role, require_role
 
 V = VersionStatus
+REGISTRY_LOCK = "model-registry"
 
 
 def register_version(
@@ -80,6 +82,7 @@ def _check_run_succeeded(session: Session, version: ModelVersion) -> None:
 def promote_version(session: Session, version_id: int, actor: Actor, *, action: str = "promote") -> ModelVersion:
     """Make `version_id` the active version; the previous active one is retired."""
     require_role(actor, Role.admin)
+    lock_until_commit(session, REGISTRY_LOCK)  # two promotions at once must not leave two active versions
     version = get_version(session, version_id)
     _check_run_succeeded(session, version)
     previous = active_version(session)
@@ -114,6 +117,7 @@ def start_canary(session: Session, version_id: int, share: float, actor: Actor) 
     require_role(actor, Role.admin)
     if not 0 < share < 1:
         raise InvalidInput("a canary share must be between 0 and 1 (exclusive)")
+    lock_until_commit(session, REGISTRY_LOCK)
     version = get_version(session, version_id)
     _check_run_succeeded(session, version)
     current = canary_version(session)

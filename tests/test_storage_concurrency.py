@@ -10,19 +10,21 @@ from sqlalchemy import func, select
 from storage.db import make_engine, session_scope
 from storage.interactions import complete_interaction, get_or_create_conversation, record_vote, start_interaction
 from storage.leases import acquire_lease, lease_holder
-from storage.models import Feedback, Interaction, PairSource, PreferencePair, Vote
+from storage.models import Feedback, Interaction, ModelVersion, PairSource, PreferencePair, Vote
 from storage.pairs import create_pair
+from storage.registry import promote_version, register_version
+from storage.users import SYSTEM
 
 PROCESSES = 4
 ITEMS = 25  # per process: 25 own votes, 25 contested votes, 25 own pairs, 25 contested pairs, 25 contested events,
-# and 2 contested leases
+# 2 contested leases, and a promotion of its own candidate (all at once: one active version must remain)
 
 
 def prompt(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def write_everything(url: str, worker: int, interaction_ids: list[int], barrier, results) -> None:
+def write_everything(url: str, worker: int, interaction_ids: list[int], version_id: int, barrier, results) -> None:
     """One process: every write in its own transaction, as the bot and dashboard do them."""
     try:
         engine = make_engine(url)
@@ -31,6 +33,8 @@ def write_everything(url: str, worker: int, interaction_ids: list[int], barrier,
         for name in ("fresh", "expired"):  # a new lease, and one whose holder's time ran out
             with session_scope(engine) as session:
                 created[name] = acquire_lease(session, name, f"w{worker}", ttl_s=600)
+        with session_scope(engine) as session:
+            promote_version(session, version_id, SYSTEM)
         for k, interaction_id in enumerate(interaction_ids):
             with session_scope(engine) as session:
                 record_vote(session, interaction_id, f"U{worker}", Vote.up)
@@ -63,10 +67,12 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
             complete_interaction(session, interaction.id, answer=f"answer {k}", served_model="base",
                                  model_version_id=None, latency_ms=1.0)
             ids.append(interaction.id)
+        versions = [register_version(session, adapter_path=f"/a/{w}", base_model="smol", training_run_id=None,
+                                     parent_id=None, metrics={}).id for w in range(PROCESSES)]
 
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
-    workers = [ctx.Process(target=write_everything, args=(database_url, w, ids, barrier, results))
+    workers = [ctx.Process(target=write_everything, args=(database_url, w, ids, versions[w], barrier, results))
                for w in range(PROCESSES)]
     for worker in workers:
         worker.start()
@@ -92,5 +98,7 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
                                                                    "good shared"]}
         events = session.scalar(select(func.count()).where(Interaction.event_id.is_not(None)))
         assert events == ITEMS
+        statuses = sorted(v.status.value for v in session.scalars(select(ModelVersion)))
+        assert statuses == ["active"] + ["retired"] * (PROCESSES - 1)
         assert lease_holder(session, "expired") == f"w{lease_winners['expired'][0]}"
     engine.dispose()
