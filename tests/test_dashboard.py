@@ -3,6 +3,8 @@ serving is pointed at a closed port, which the pages must report without losing 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -10,10 +12,11 @@ from streamlit.testing.v1 import AppTest
 from dashboard_support import ADMIN, APP, REVIEWER, app_env, click, confirm, seed, signed_in, stored  # noqa: F401
 from storage.audit import list_events
 from storage.errors import PermissionDenied
-from storage.models import Interaction, InteractionStatus, PairSource, PairStatus, RunKind, RunStatus
+from storage.models import Interaction, InteractionStatus, PairSource, PairStatus, RunKind, RunStatus, utcnow
 from storage.pairs import PairFilter, count_pairs, get_pair, import_jsonl, reject_pair
 from storage.registry import active_version, canary_version, get_version, promote_version
 from storage.runs import get_run, queue_run
+from storage.stats import daily_interactions, daily_votes_by_model
 from storage.users import SYSTEM, Actor, Role
 
 
@@ -59,6 +62,16 @@ def test_overview_shows_the_loop_state_and_plots(seeded):
     assert metrics == {"Pending pairs": "8", "Active model": data.active, "Canary": "none", "Last run": "succeeded"}
     assert at.metric[3].proto.delta.startswith(f"#{data.run_id} · ")
     assert len(at.get("vega_lite_chart")) == 3  # answers/day, feedback rate, thumbs-up share per version
+
+
+def test_overview_aggregates_on_both_databases(database_url):
+    seed(database_url)
+    since = utcnow() - timedelta(days=30)
+    daily, votes = stored(database_url, lambda s: (daily_interactions(s, since), daily_votes_by_model(s, since)))
+    assert len(daily) == 6 and all(len(row["day"]) == 10 for row in daily)  # six days, as YYYY-MM-DD
+    assert (sum(r["interactions"] for r in daily), sum(r["with_feedback"] for r in daily)) == (33 + 5, 18)
+    by_model = {m: sum(r["votes"] for r in votes if r["model"] == m) for m in ("v1", "base")}
+    assert by_model == {"v1": 7, "base": 11} and sum(r["up"] for r in votes) == 10
 
 
 def test_data_page_counts_pairs_and_lists_snapshots(seeded):
