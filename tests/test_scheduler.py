@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from training_support import add_command_pairs
+from training_support import add_command_pairs, wait_for
 
 from flywheel.settings import load_settings
 from storage.db import make_engine, session_scope
@@ -23,16 +23,6 @@ def sched_settings(tmp_path, database_url, base_model_dir):
         home=tmp_path / "home", database_url=database_url, base_model_path=base_model_dir, vllm_url="http://127.0.0.1:9",
         scheduler_interval_s=0.5, min_new_pairs=4, min_interval_minutes=0, min_pair_chars=10_000,
     )
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def runs(engine):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from storage.db import session_scope
 from storage.models import PairSource, RunKind
 from storage.pairs import approve_pair, create_pair
@@ -30,3 +34,13 @@ def add_command_pairs(engine, count: int) -> list[int]:
 def queue_dpo(engine, overrides: dict | None = None) -> int:
     with session_scope(engine) as session:
         return queue_run(session, RunKind.dpo, {"overrides": overrides or {}}, triggered_by="test").id
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -25,12 +25,13 @@ from storage.registry import active_version, get_version, promote_version, regis
 from storage.runs import attach_snapshot, finish_run, get_run, heartbeat, record_step, start_run
 from storage.users import SYSTEM
 from training.config import TrainConfig
-from training.dpo import TrainResult, train_dpo
+from training.dpo import train_dpo
 from training.evaluation import BASE, score_versions
 from training.gate import decide
 from training.regression import answer_regression_prompts
 from training.sft import train_sft
 from training.snapshots import build_snapshot, load_snapshot
+from training.trainer import TrainResult
 
 log = logging.getLogger("flywheel.training")
 TRAINERS = {RunKind.dpo: train_dpo, RunKind.sft: train_sft}

@@ -10,10 +10,9 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from training.callbacks import ProgressCallback, Reporter
+from training.callbacks import Reporter
 from training.config import TrainConfig
-from training.dpo import TrainResult, common_args, run_trainer
-from training.modeling import load_policy, load_tokenizer
+from training.trainer import TrainResult, common_args, fit
 
 
 def sft_dataset(preferences: Dataset) -> Dataset:
@@ -28,10 +27,5 @@ def train_sft(
     cfg: TrainConfig, model_dir: Path, train: Dataset, output_dir: Path, *,
     start_adapter: Path | None = None, report: Reporter = lambda _step, _values: False,
 ) -> TrainResult:
-    model, peft_config = load_policy(model_dir, cfg, start_adapter)
-    callback = ProgressCallback(report)
-    trainer = SFTTrainer(
-        model=model, args=SFTConfig(**common_args(cfg, output_dir / "trainer")), train_dataset=sft_dataset(train),
-        processing_class=load_tokenizer(model_dir), peft_config=peft_config, callbacks=[callback],
-    )
-    return run_trainer(trainer, callback, output_dir / "adapter")
+    args = SFTConfig(**common_args(cfg, output_dir / "trainer"))
+    return fit(SFTTrainer, args, cfg, model_dir, sft_dataset(train), output_dir, start_adapter, report)
