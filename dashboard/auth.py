@@ -40,7 +40,12 @@ def _oidc_actor() -> Actor | None:
 
 
 def sign_in_page() -> None:
-    st.title("Flywheel")
+    with st.columns([1, 1.4, 1])[1]:
+        _sign_in_form()
+
+
+def _sign_in_form() -> None:
+    st.title(":material/cycle: Flywheel")
     st.caption("Curate what the team's assistant learns from, and decide which model answers.")
     if oidc_configured():
         _oidc_sign_in()

@@ -129,7 +129,7 @@ def test_sign_in_approve_a_pair_and_open_models(dashboard_url, browser, sqlite_u
     open_page(browser, "Models")
     wait_text(browser, "Compare with the active version")
     settle_and_shoot(browser, "models")
-    for name, marker in (("Training", "Reward margin"), ("Data", "Dataset snapshots"), ("Playground", "Mode")):
+    for name, marker in (("Training", "Reward margin"), ("Data", "Dataset snapshots"), ("Playground", "New conversation")):
         open_page(browser, name)
         wait_text(browser, marker)
         settle_and_shoot(browser, name.lower())

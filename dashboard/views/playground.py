@@ -9,7 +9,7 @@ import uuid
 import streamlit as st
 
 from dashboard.auth import current_actor
-from dashboard.queries import act, current_settings, read
+from dashboard.queries import act, current_settings, db, read
 from serving.client import Answer, answer
 from serving.errors import ServingError
 from storage.interactions import complete_interaction, fail_interaction, get_or_create_conversation, start_interaction
@@ -26,22 +26,24 @@ serving_now = read(lambda s: getattr(active_version(s), "name", "base"))
 session_id = st.session_state.setdefault("playground_id", uuid.uuid4().hex[:12])
 
 
-def ask(messages: list[dict], model: str) -> tuple[Answer, int] | None:
+def ask(messages: list[dict], model: str, on_token=None) -> tuple[Answer, int] | None:
     """Record the question, ask the model, record the answer (or the failure, which is shown).
     Returns the answer and its interaction id."""
-    interaction_id = read(lambda s: start_interaction(
-        s, get_or_create_conversation(s, "playground", thread_ts=f"{actor.name}-{session_id}"), messages,
-        user_id=actor.name).id)
+    with db() as session:
+        conversation = get_or_create_conversation(session, "playground", thread_ts=f"{actor.name}-{session_id}")
+        interaction_id = start_interaction(session, conversation, messages, user_id=actor.name).id
     try:
-        reply = answer(current_settings(), messages, model=model, user_id=actor.name)
+        reply = answer(current_settings(), messages, model=model, user_id=actor.name, on_token=on_token)
     except ServingError as exc:
-        read(lambda s: fail_interaction(s, interaction_id, str(exc)))
+        with db() as session:
+            fail_interaction(session, interaction_id, str(exc))
         st.error(f"{model} could not answer: {exc}")
         return None
-    read(lambda s: complete_interaction(
-        s, interaction_id, answer=reply.text, served_model=reply.served_model,
-        model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
-        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens))
+    with db() as session:
+        complete_interaction(
+            session, interaction_id, answer=reply.text, served_model=reply.served_model,
+            model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
+            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
     return reply, interaction_id
 
 
@@ -57,14 +59,20 @@ def chat() -> None:
         return
     history.append({"role": "user", "content": question})
     st.chat_message("user").markdown(question)
-    with st.spinner(f"{model} is thinking…"):
-        asked = ask(list(history), model)
+    with st.chat_message("assistant"):
+        box, parts = st.empty(), []
+
+        def stream(token: str) -> None:  # the answer appears as vLLM writes it
+            parts.append(token)
+            box.markdown("".join(parts) + "▌")
+
+        asked = ask(list(history), model, on_token=stream)
     if asked is None:
         history.pop()
         return
     reply = asked[0]
     history.append({"role": "assistant", "content": reply.text})
-    st.chat_message("assistant").markdown(reply.text)
+    box.markdown(reply.text)
     st.caption(f"{reply.served_model} · {reply.completion_tokens} tokens · {reply.latency_ms:,.0f} ms")
 
 
