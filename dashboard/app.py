@@ -25,7 +25,7 @@ except (SettingsError, DatabaseNotMigrated) as exc:
     st.error(str(exc))
     st.stop()
 
-actor = auth.current_actor()
+actor = auth.signed_in_actor()
 if actor is None:
     page = st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon=":material/login:")], position="hidden")
 else:

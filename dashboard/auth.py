@@ -19,6 +19,26 @@ def current_actor() -> Actor | None:
     return st.session_state.get(ACTOR_KEY)
 
 
+def _account(username: str | None) -> Actor | None:
+    """The account's name and role as the database holds them now."""
+    user = next((u for u in read(list_users) if u.username == username), None)
+    return Actor(user.username, user.role) if user else None
+
+
+def signed_in_actor() -> Actor | None:
+    """The signed-in user, re-read on every run: a changed role applies at the next click and a
+    session naming no account (deleted, or forged) is signed out."""
+    actor = current_actor()
+    if actor is None:
+        return None
+    fresh = _account(actor.name)
+    if fresh is None:
+        st.session_state.pop(ACTOR_KEY, None)
+    else:
+        st.session_state[ACTOR_KEY] = fresh
+    return fresh
+
+
 def is_admin(actor: Actor | None) -> bool:
     return actor is not None and actor.role is Role.admin
 
@@ -29,14 +49,6 @@ def oidc_configured() -> bool:
         return "auth" in st.secrets
     except (FileNotFoundError, StreamlitSecretNotFoundError):
         return False
-
-
-def _oidc_actor() -> Actor | None:
-    """An OIDC sign-in maps to the local account named by the e-mail address, which holds the role."""
-    email = st.user.get("email")
-    users = read(list_users)
-    match = next((u for u in users if u.username == email), None)
-    return Actor(match.username, match.role) if match else None
 
 
 def sign_in_page() -> None:
@@ -66,7 +78,7 @@ def _oidc_sign_in() -> None:
     if not st.user.is_logged_in:
         st.button("Sign in with single sign-on", on_click=st.login)
         return
-    actor = _oidc_actor()
+    actor = _account(st.user.get("email"))  # the local account named by the e-mail holds the role
     if actor is None:
         st.error(f"{st.user.get('email')} has no Flywheel account; ask an admin to create one.")
         st.button("Sign out", on_click=st.logout)

@@ -184,6 +184,16 @@ def test_a_reviewer_cannot_promote(seeded):
     with pytest.raises(PermissionDenied):
         stored(url, lambda s: promote_version(s, data.candidate_id, Actor(REVIEWER[0], Role.reviewer)))
 
+    # A session that claims more than its account has is corrected from the database at the next run.
+    at = signed_in(REVIEWER, "models")
+    at.session_state["actor"] = Actor(REVIEWER[0], Role.admin)
+    at.run()
+    assert at.session_state["actor"].role is Role.reviewer
+    assert not [b for b in at.button if b.label.startswith("Promote")]
+    at.session_state["actor"] = Actor("nobody", Role.admin)
+    at.run()
+    assert "actor" not in at.session_state and at.button[0].label == "Sign in"
+
     # A reviewer who replays an admin's confirmation (a forged widget event) changes nothing either.
     at = signed_in(ADMIN, "models")
     click(at, "promote")
