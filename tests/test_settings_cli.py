@@ -97,9 +97,16 @@ def test_init_creates_a_hashed_admin_once(cli, tmp_path, base_model_dir):
     engine.dispose()
 
 
-def test_init_asks_for_the_password(cli):
+def test_init_asks_for_the_password_and_refuses_a_short_one(cli):
+    refused = cli(["init", "--skip-model"], input="short\nshort\n")
+    assert refused.exit_code == 1 and "at least 8 characters" in refused.stderr
     result = cli(["init", "--skip-model"], input="pw-from-prompt\npw-from-prompt\n")
     assert result.exit_code == 0 and "admin account 'admin' created" in result.stderr
+
+
+def test_db_commands_report_an_unreachable_database(cli):
+    result = cli(["db", "upgrade"], FLYWHEEL_DATABASE_URL="postgresql+psycopg://fw:pg-password@127.0.0.1:1/fw")
+    assert result.exit_code == 1 and "cannot use the database" in result.stderr and "pg-password" not in result.output
 
 
 RECORDS = [

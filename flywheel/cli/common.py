@@ -11,7 +11,7 @@ from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from flywheel.settings import Settings, SettingsError, get_settings
+from flywheel.settings import Settings, SettingsError, get_settings, masked_url
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated, session_scope
 from storage.errors import StorageError
 
@@ -32,14 +32,22 @@ def settings() -> Settings:
 
 
 @contextmanager
-def db_session() -> Iterator[Session]:
-    """A transaction on the migrated database; storage refusals end the command with their message."""
-    engine = get_engine(settings().database_url)
+def database_errors(url: str) -> Iterator[None]:
+    """Storage refusals and database failures end the command with their message, not a traceback."""
     try:
-        require_migrated(engine)
-        with session_scope(engine) as session:
-            yield session
+        yield
     except (DatabaseNotMigrated, StorageError) as exc:
         raise fail(str(exc)) from None
     except OperationalError as exc:  # unreachable server, locked file: say which database, hide the password
-        raise fail(f"cannot use the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+        raise fail(f"cannot use the database {masked_url(url)}: {exc.orig}") from None
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    """A transaction on the migrated database."""
+    url = settings().database_url
+    with database_errors(url):
+        engine = get_engine(url)
+        require_migrated(engine)
+        with session_scope(engine) as session:
+            yield session
