@@ -1,32 +1,60 @@
-"""The real vLLM server answers through the client: base model, streaming, routing without adapters."""
+"""The real vLLM server answers through the client: base model, streaming, structured output."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
 import pytest
 
-from flywheel.settings import load_settings
-from serving.client import answer
+from serving.client import InvalidStructuredOutput, answer, chat_json
 
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture
-def serving_settings(tmp_path, sqlite_url, base_model_dir, vllm_server):
-    return load_settings(home=tmp_path / "home", database_url=sqlite_url, base_model_path=base_model_dir,
-                         vllm_url=vllm_server.url)
-
-
-def test_base_model_answers_a_factual_question(serving_settings):
-    result = answer(serving_settings, [{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
+def test_base_model_answers_a_factual_question(vllm_settings):
+    result = answer(vllm_settings, [{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
     assert "Paris" in result.text
     assert result.served_model == "base" and result.model_version_id is None  # no adapter yet: routed to base
     assert result.prompt_tokens > 5 and 0 < result.completion_tokens <= 24
     assert result.latency_ms > 0
 
 
-def test_streaming_passes_each_piece_and_returns_the_whole(serving_settings):
+def test_streaming_passes_each_piece_and_returns_the_whole(vllm_settings):
     pieces = []
-    result = answer(serving_settings, [{"role": "user", "content": "What is the capital of France?"}],
+    result = answer(vllm_settings, [{"role": "user", "content": "What is the capital of France?"}],
                     model="base", max_tokens=24, on_token=pieces.append)
     assert len(pieces) > 1 and "".join(pieces) == result.text
     assert "Paris" in result.text and result.completion_tokens > 0
+
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 40},
+        "country": {"type": "string", "maxLength": 40},
+        "is_capital": {"type": "boolean"},
+    },
+    "required": ["city", "country", "is_capital"],
+    "additionalProperties": False,
+}
+CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Oslo", "Dublin", "Lyon", "Munich",
+          "Milan", "Porto", "Seville", "Hamburg", "Naples", "Bergen", "Cork", "Salzburg", "Nice", "Turin"]
+
+
+def test_structured_output_parses_and_validates_for_20_requests(vllm_settings):
+    def ask(city: str):
+        question = [{"role": "user", "content": f"Describe the city {city} as JSON: its name, country, whether it is a capital."}]
+        return chat_json(vllm_settings, question, CITY_SCHEMA, model="base", max_tokens=80)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(ask, CITIES))
+    assert len(results) == 20
+    for value in results:
+        jsonschema.validate(value, CITY_SCHEMA)  # chat_json validated already; this checks it returned the object
+
+
+def test_structured_output_that_does_not_parse_is_an_error(vllm_settings):
+    question = [{"role": "user", "content": "Describe Paris as JSON."}]
+    with pytest.raises(InvalidStructuredOutput, match="does not match the schema"):
+        chat_json(vllm_settings, question, CITY_SCHEMA, model="base", max_tokens=3)  # cut off mid-object

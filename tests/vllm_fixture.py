@@ -3,6 +3,8 @@
 Started on a random free port and stopped when the session ends. It is supervised like
 `flywheel serve` does it: if its process dies it is restarted. FLYWHEEL_TEST_VLLM_URL points
 the tests at an already running server instead (handy while iterating; that one is not supervised).
+
+Also here: `vllm_settings`, one test's settings pointing at that server.
 """
 
 from __future__ import annotations
@@ -47,3 +49,11 @@ def vllm_server(base_model_dir, tmp_path_factory):
         yield RunningVLLM(url=server.url, settings=settings, supervisor=supervisor)
     finally:
         supervisor.stop()
+
+
+@pytest.fixture
+def vllm_settings(tmp_path, sqlite_url, base_model_dir, vllm_server) -> Settings:
+    """One test's settings (own home, migrated SQLite) pointing at the session's vLLM server."""
+    return load_settings(home=tmp_path / "home", database_url=sqlite_url, base_model_path=base_model_dir,
+                         vllm_url=vllm_server.url)
+
