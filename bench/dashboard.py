@@ -21,30 +21,39 @@ from itertools import islice
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import insert
 
 from flywheel.settings import get_settings
 from storage.db import make_engine, session_scope, upgrade
-from storage.models import PairSource, utcnow
-from storage.pairs import PairFilter, count_pairs, import_jsonl, list_pairs
-from storage.users import SYSTEM, Actor, Role
+from storage.models import PairSource, PairStatus, PreferencePair, utcnow
+from storage.pairs import PairFilter, count_pairs, dedupe_key, list_pairs
+from storage.users import Role, authenticate, create_user
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 PAGE = 25
+BENCH_USER = ("bench", "bench-password")
 
 
-def pair_lines(count: int):
+def pair_rows(count: int):
     for n in range(count):
-        yield (f'{{"prompt": [{{"role": "user", "content": "How do I restart service {n}?"}}], '
-               f'"chosen": "Run `systemctl restart svc{n}`.", "rejected": "Reboot the machine {n}."}}')
+        prompt = [{"role": "user", "content": f"How do I restart service {n}?"}]
+        chosen, rejected = f"Run `systemctl restart svc{n}`.", f"Reboot the machine {n}."
+        yield {"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": PairSource.imported,
+               "status": PairStatus.pending, "dedupe_key": dedupe_key(prompt, chosen, rejected),
+               "channel_id": f"C{n % 7}", "created_at": utcnow()}
 
 
 def fill(url: str, count: int) -> float:
+    """Migrate, add the bench's reviewer account and `count` pending pairs. The pairs go in through
+    the ORM's bulk insert: create_pair's savepoint per pair takes minutes at 100k on a busy machine."""
     upgrade(url)
     engine = make_engine(url)
-    started, lines = time.perf_counter(), pair_lines(count)
-    while chunk := list(islice(lines, 10_000)):
+    started, rows = time.perf_counter(), pair_rows(count)
+    with session_scope(engine) as session:
+        create_user(session, *BENCH_USER, Role.reviewer)
+    while chunk := list(islice(rows, 10_000)):
         with session_scope(engine) as session:
-            import_jsonl(session, chunk, SYSTEM)
+            session.execute(insert(PreferencePair), chunk)
     engine.dispose()
     return time.perf_counter() - started
 
@@ -94,7 +103,7 @@ def render_rows(url: str, home: Path, repeats: int) -> list[tuple[str, float]]:
     os.environ.update(FLYWHEEL_DATABASE_URL=url, FLYWHEEL_HOME=str(home))
     get_settings.cache_clear()
     at = AppTest.from_file(str(APP), default_timeout=300)
-    at.session_state["actor"] = Actor("bench", Role.reviewer)
+    at.session_state["actor"] = _in_session(make_engine(url), lambda s: authenticate(s, *BENCH_USER))
     at.run()
     rows = []
     for page in ("review", "overview"):
