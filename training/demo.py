@@ -64,7 +64,7 @@ class Item:
 
 
 @dataclass
-class Feedback:
+class FeedbackCounts:
     asked: int = 0
     up: int = 0
     down: int = 0
@@ -74,7 +74,7 @@ class Feedback:
 
 @dataclass
 class DemoResult:
-    feedback: Feedback
+    feedback: FeedbackCounts
     approved: int
     run_id: int
     run_status: str
@@ -162,7 +162,7 @@ def ask(settings: Settings, engine: Engine, item: Item, number: int, model: str 
     return interaction_id, reply
 
 
-def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number: int, feedback: Feedback) -> None:
+def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number: int, feedback: FeedbackCounts) -> None:
     """A teammate's thumbs up for an answer with the command; else thumbs down and the command as a better answer."""
     teammate = ASKERS[(number + 1) % len(ASKERS)]
     with session_scope(engine) as session:
@@ -172,7 +172,9 @@ def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number
             return
         record_vote(session, interaction_id, teammate, Vote.down)
         _, pair = record_alternative(session, interaction_id, teammate, item.better_answer)
-        feedback.down, feedback.better, feedback.pairs = feedback.down + 1, feedback.better + 1, feedback.pairs + bool(pair)
+    feedback.down += 1
+    feedback.better += 1
+    feedback.pairs += pair is not None
 
 
 def answer_all(settings: Settings, engine: Engine, items: list[Item], progress: Progress, stage: str,
@@ -191,8 +193,8 @@ def answer_all(settings: Settings, engine: Engine, items: list[Item], progress: 
         return list(pool.map(one, enumerate(items)))
 
 
-def collect_feedback(settings: Settings, engine: Engine, items: list[Item], progress: Progress) -> Feedback:
-    feedback = Feedback(asked=len(items))
+def collect_feedback(settings: Settings, engine: Engine, items: list[Item], progress: Progress) -> FeedbackCounts:
+    feedback = FeedbackCounts(asked=len(items))
     for number, (item, (interaction_id, reply)) in enumerate(
         zip(items, answer_all(settings, engine, items, progress, "team asks the bot"))
     ):
