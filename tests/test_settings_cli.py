@@ -79,6 +79,10 @@ def test_help_lists_every_command(cli):
     assert {"init", "db", "model", "pairs"} <= set(names)
     for name in names:
         assert f" {name} " in result.stdout, name
+    for group in app.registered_groups:  # and each group lists its own commands
+        listed = cli([group.name, "--help"]).stdout
+        for command in group.typer_instance.registered_commands:
+            assert f" {command.name or command.callback.__name__} " in listed, (group.name, command.name)
 
 
 def test_init_creates_a_hashed_admin_once(cli, tmp_path, base_model_dir):

@@ -7,7 +7,7 @@ import typer
 from flywheel.cli.common import console, fail, settings
 from serving.base_model import ModelPrepareError, ensure_base_model, prepare_bundled_model
 
-model_app = typer.Typer(help="The base model.", no_args_is_help=True)
+model_app = typer.Typer(help="Prepare the base model (the bundled SmolLM2-135M-Instruct as safetensors).", no_args_is_help=True)
 
 
 @model_app.command("prepare")
