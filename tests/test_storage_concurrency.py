@@ -29,7 +29,7 @@ def write_everything(url: str, worker: int, interaction_ids: list[int], version_
     try:
         engine = make_engine(url)
         created = {"shared_pairs": 0, "shared_events": 0}
-        barrier.wait()  # start together, so that the contested writes really collide
+        barrier.wait(timeout=120)  # start together, so that the contested writes really collide
         for name in ("fresh", "expired"):  # a new lease, and one whose holder's time ran out
             with session_scope(engine) as session:
                 created[name] = acquire_lease(session, name, f"w{worker}", ttl_s=600)
@@ -76,9 +76,12 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
                for w in range(PROCESSES)]
     for worker in workers:
         worker.start()
-    outcomes = dict(results.get(timeout=120) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=30)
+    try:
+        outcomes = dict(results.get(timeout=240) for _ in workers)
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            worker.kill()  # only if it hung; a finished process is left as it is
     failures = {w: o for w, o in outcomes.items() if isinstance(o, str)}
     assert not failures, failures
     # Each contested write was won by exactly one process.
