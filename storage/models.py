@@ -163,7 +163,10 @@ class Alternative(Base):
 
 class PreferencePair(Base):
     __tablename__ = "preference_pair"
-    __table_args__ = (Index("ix_pair_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_pair_status_created", "status", "created_at"),
+        Index("ix_pair_status_id", "status", "id"),  # the review queue: newest (highest id) first by status
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prompt: Mapped[list[Any]] = mapped_column()  # chat messages, TRL's conversational format

@@ -34,8 +34,8 @@ def sync_serving() -> None:
         flash("warning", f"The registry changed, but vLLM was not updated: {exc}. "
                          "It picks the change up when `flywheel serve` or the scheduler syncs again.")
         return
-    changes = [f"loaded {', '.join(result.loaded)}"] * bool(result.loaded)
-    changes += [f"unloaded {', '.join(result.unloaded)}"] * bool(result.unloaded)
+    changes = [f"{verb} {', '.join(names)}" for verb, names in (("loaded", result.loaded), ("unloaded", result.unloaded))
+               if names]
     flash("success", f"vLLM now serves the registry ({'; '.join(changes) or 'no change needed'}).")
 
 

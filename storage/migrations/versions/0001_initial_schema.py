@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 01:08:09.702994
+Create Date: 2026-11-23 01:46:38.796552
 """
 
 from alembic import op
@@ -210,6 +210,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('preference_pair', schema=None) as batch_op:
         batch_op.create_index('ix_pair_status_created', ['status', 'created_at'], unique=False)
+        batch_op.create_index('ix_pair_status_id', ['status', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_preference_pair_channel_id'), ['channel_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_preference_pair_interaction_id'), ['interaction_id'], unique=False)
 
@@ -221,6 +222,7 @@ def downgrade() -> None:
     with op.batch_alter_table('preference_pair', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_preference_pair_interaction_id'))
         batch_op.drop_index(batch_op.f('ix_preference_pair_channel_id'))
+        batch_op.drop_index('ix_pair_status_id')
         batch_op.drop_index('ix_pair_status_created')
 
     op.drop_table('preference_pair')
