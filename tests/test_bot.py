@@ -18,36 +18,36 @@ from slack_stub import (
     event_callback,
     view_submission,
 )
-from sqlalchemy import select
+from slack_support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    DM,
+    QUESTION,
+    SECRET,
+    TOKEN,
+    ask,
+    bot_settings,
+    button,
+    element,
+    eventually,
+    posted,
+    rows,
+    thumb,
+)
 from vllm_fixture import free_port
 
 from bot import blocks
 from bot.answering import RATE_LIMITED, THINKING
 from bot.listeners.views import SAVED
-from flywheel.settings import load_settings
 from storage.db import session_scope
 from storage.models import Alternative, Conversation, Feedback, Interaction, InteractionStatus, PairSource, PairStatus, PreferencePair
-
-TOKEN = "xoxb-1111111111-2222222222-flywheelTestToken"
-SECRET = "flywheel-test-signing-secret-8f3a"
-CHANNEL, DM, ALICE, BOB = "C0GENERAL", "D0ALICE", "U0ALICE", "U0BOB"
-QUESTION = "What is the capital of France?"
-ACK_LIMIT_S = 3.0  # Slack's
 
 
 @pytest.fixture
 def slack():
     with SlackStub(TOKEN) as stub:
         yield stub
-
-
-def bot_settings(tmp_path, database_url, base_model_dir, slack, vllm_url, **overrides):
-    values = dict(
-        home=tmp_path / "home", database_url=database_url, base_model_path=base_model_dir, vllm_url=vllm_url,
-        slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=slack.url, bot_mode="http",
-        max_answer_tokens=24, request_retries=0,
-    )
-    return load_settings(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -64,56 +64,6 @@ def down_url() -> str:
 def bot_without_model(tmp_path, database_url, base_model_dir, slack):
     with RunningBot(bot_settings(tmp_path, database_url, base_model_dir, slack, down_url())) as running:
         yield running
-
-
-def rows(bot: RunningBot, model) -> list:
-    with session_scope(bot.services.engine) as session:
-        return list(session.scalars(select(model).order_by(model.id)))
-
-
-def eventually(check, timeout: float = 10.0):
-    """What `check` returns once it is truthy: the bot finishes its work after it has posted."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert result, "condition not reached in time"
-    return result
-
-
-def posted(slack: SlackStub, method: str = "chat.postMessage") -> list[dict]:
-    return [call.params for call in slack.calls_to(method)]
-
-
-def ask(bot: RunningBot, slack: SlackStub, text: str = QUESTION, **event_options) -> dict:
-    """Mention the bot in a channel; returns the answer message as Slack stores it."""
-    before = len(slack.calls_to("chat.postMessage"))
-    message = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> {text}")
-    started = time.monotonic()
-    response = bot.send_event(event_callback(app_mention(message, CHANNEL)), **event_options)
-    assert response.status_code == 200 and time.monotonic() - started < ACK_LIMIT_S
-    slack.wait_for("chat.postMessage", before + 1)
-    return slack.messages[-1]
-
-
-def element(message: dict, action_id: str) -> dict:
-    for block in message["blocks"]:
-        for item in block.get("elements", []):
-            if item.get("action_id") == action_id:
-                return {**item, "block_id": block.get("block_id", "b")}
-    raise AssertionError(f"no {action_id} in {message['blocks']}")
-
-
-def thumb(message: dict, which: str) -> dict:
-    buttons = element(message, blocks.VOTE_ACTION)
-    chosen = buttons["positive_button" if which == "up" else "negative_button"]
-    return {"type": "feedback_buttons", "action_id": blocks.VOTE_ACTION, "block_id": buttons["block_id"],
-            "value": chosen["value"], "text": chosen["text"]}
-
-
-def button(message: dict, action_id: str) -> dict:
-    found = element(message, action_id)
-    return {"type": "button", "action_id": action_id, "block_id": found["block_id"], "value": found["value"],
-            "text": found["text"]}
 
 
 @pytest.mark.vllm
