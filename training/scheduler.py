@@ -119,8 +119,11 @@ class FlywheelScheduler:
     def _campaign(self) -> None:
         """Followers wait for the lease; the holder's jobs renew it themselves."""
         while not self._stop.is_set():
-            if self.scheduler is None and self.renew():
-                self._start_jobs()
+            try:
+                if self.scheduler is None and self.renew():
+                    self._start_jobs()
+            except Exception:  # database unreachable for a moment: keep campaigning
+                log.exception("%s could not check the scheduler lease", self.holder)
             self._stop.wait(self.settings.scheduler_interval_s)
 
     def start(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def run(
 
     _require_migrated_db()
     _log_to_stderr()
+    # SIGTERM becomes SystemExit, so the run is marked failed ("stopped") instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"run {run_id} stopped by SIGTERM"))
     try:
         execute_run(settings(), run_id, log_path=log_file)
     except StorageError as exc:

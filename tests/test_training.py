@@ -1,0 +1,137 @@
+"""Real DPO (+SFT) runs on the CPU with the bundled model, through the runner, registry and real vLLM.
+
+One module-wide run trains on approved pairs with a clear preference (the exact command in
+backticks beats a vague answer); the tests check what it stored, that it learned on held-out
+prompts, that vLLM serves the adapter with changed answers, the gate, and a killed run's fate.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from training_support import add_command_pairs, wait_for, queue_dpo
+
+from flywheel.settings import Settings, load_settings
+from serving.client import answer
+from storage.db import make_engine, session_scope, upgrade
+from storage.models import RunKind, RunStatus, VersionStatus
+from storage.registry import active_version, get_version_by_name, list_versions, promote_version
+from storage.runs import get_run, run_metrics
+from storage.users import SYSTEM
+from training.launcher import queue, start_run_now
+from training.runner import execute_run
+from training.scheduler import FlywheelScheduler
+from training.snapshots import load_snapshot
+
+pytestmark = [pytest.mark.training, pytest.mark.vllm]
+
+# Small and fast on 2 CPU cores: 24 pairs, short sequences, a handful of steps.
+TRAINING = dict(max_length=96, batch_size=4, epochs=2, learning_rate=1e-3, lora_r=8, lora_alpha=16,
+                eval_fraction=0.3, max_answer_tokens=40)
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    engine: Engine
+    run_id: int
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, base_model_dir, vllm_server):
+    home = tmp_path_factory.mktemp("training")
+    url = f"sqlite:///{home / 'flywheel.db'}"
+    upgrade(url)
+    settings = load_settings(home=home, database_url=url, base_model_path=base_model_dir,
+                             vllm_url=vllm_server.url, **TRAINING)
+    engine = make_engine(url)
+    add_command_pairs(engine, 24)
+    run_id = queue_dpo(engine)
+    execute_run(settings, run_id, engine=engine)
+    yield Loop(settings, engine, run_id)
+    engine.dispose()
+
+
+def test_run_stores_step_metrics_and_beats_the_base_model(loop):
+    with session_scope(loop.engine) as session:
+        run = get_run(session, loop.run_id)
+        steps = run_metrics(session, loop.run_id)
+        assert run.status is RunStatus.succeeded, run.error
+        assert run.total_steps == len(steps) == run.current_step >= 4
+        for step in steps:
+            assert {"loss", "reward_accuracy", "reward_margin", "learning_rate", "tokens_per_s"} <= set(step.values)
+            assert step.values["tokens_per_s"] > 0
+        assert steps[-1].values["reward_margin"] > steps[0].values["reward_margin"]
+        metrics, base = run.eval_metrics, run.eval_metrics["incumbent"]
+        # Measured here: held-out accuracy base 0.25 -> candidate 0.75-1.0 on 7-8 held-out pairs;
+        # the base model's implicit reward margin is 0 by definition, the candidate's about 1.
+        assert metrics["compared_with"] == "base" and metrics["pairs"] == run.snapshot.eval_count >= 4
+        assert metrics["accuracy"] >= base["accuracy"] + 0.3, metrics
+        assert metrics["reward_margin"] > 0.3 and metrics["reward_accuracy"] >= 0.75, metrics
+        assert metrics["chosen_perplexity"] < base["chosen_perplexity"]
+        assert run.not_registered_reason is None and "beats base" in metrics["gate"]
+        version = get_version_by_name(session, "v1")
+        assert version.training_run_id == run.id and version.status is VersionStatus.candidate
+        assert Path(version.adapter_path, "adapter_config.json").exists()
+        answers = version.regression_answers
+        assert len(answers) == 6 and all(a["answer"].strip() for a in answers), answers
+
+
+def held_out_questions(loop) -> list[str]:
+    with session_scope(loop.engine) as session:
+        held_out = load_snapshot(get_run(session, loop.run_id).snapshot)["eval"]
+    return [row["prompt"][-1]["content"] for row in held_out]
+
+
+def test_vllm_serves_the_adapter_and_its_answers_prefer_commands(loop):
+    questions = held_out_questions(loop)  # never trained on
+    base = [answer(loop.settings, [{"role": "user", "content": q}], model="base").text for q in questions]
+    tuned = [answer(loop.settings, [{"role": "user", "content": q}], model="v1").text for q in questions]
+    with_command = lambda texts: sum("`" in t for t in texts)  # noqa: E731
+    assert base != tuned
+    assert with_command(tuned) > with_command(base) and with_command(tuned) >= len(questions) // 2, (base, tuned)
+
+
+def test_gate_refuses_a_candidate_that_does_not_beat_the_active_version(loop):
+    with session_scope(loop.engine) as session:
+        promote_version(session, get_version_by_name(session, "v1").id, SYSTEM)
+    strict = loop.settings.model_copy(update={"gate_margin": 0.5})
+    run_id = queue(loop.engine, strict, SYSTEM, RunKind.dpo, {"max_steps": 1})
+    execute_run(strict, run_id, engine=loop.engine)
+    with session_scope(loop.engine) as session:
+        run = get_run(session, run_id)
+        assert run.status is RunStatus.succeeded and run.parent_version_id == active_version(session).id
+        assert run.not_registered_reason.startswith("does not beat v1: held-out accuracy")
+        assert "required > +0.500" in run.not_registered_reason
+        assert [v.name for v in list_versions(session)] == ["v1"] and active_version(session).name == "v1"
+
+
+def test_killed_run_is_reaped_as_failed_and_the_active_version_stays(loop):
+    if loop.settings.auto_promote:
+        pytest.fail("this test needs auto_promote off")
+    with session_scope(loop.engine) as session:
+        if active_version(session) is None:
+            promote_version(session, get_version_by_name(session, "v1").id, SYSTEM)
+    run_id = start_run_now(loop.settings, SYSTEM, overrides={"max_steps": 500})
+
+    def running_mid_way():
+        with session_scope(loop.engine) as session:
+            run = get_run(session, run_id)
+            assert run.status in (RunStatus.queued, RunStatus.running), run.error
+            return run if run.current_step >= 1 else None
+
+    run = wait_for(running_mid_way, 300, "the run process to train a step")
+    assert Path(run.log_path).read_text().strip()  # the process logs to its file
+    os.killpg(run.pid, signal.SIGKILL)  # its own session: kills the process and any children
+    time.sleep(1.5)
+    FlywheelScheduler(loop.settings.model_copy(update={"heartbeat_timeout_s": 1}), engine=loop.engine).reap()
+    with session_scope(loop.engine) as session:
+        run = get_run(session, run_id)
+        assert run.status is RunStatus.failed and "no heartbeat" in run.error
+        assert active_version(session).name == "v1" and [v.name for v in list_versions(session)] == ["v1"]
