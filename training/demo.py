@@ -43,8 +43,8 @@ ASKERS = ["U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"]
 REVIEWER = Actor("demo-reviewer", Role.reviewer)
 ADMIN = Actor("demo-admin", Role.admin)
 # Small enough for a few minutes on 2 CPU cores, enough epochs that greedy answers really change.
-TRAINING = dict(max_length=128, batch_size=4, epochs=2, learning_rate=1e-3, lora_r=8, lora_alpha=16,
-                eval_fraction=0.2, max_answer_tokens=48, temperature=0.0, auto_promote=False)
+TRAINING = dict(max_length=96, batch_size=4, epochs=2, learning_rate=1e-3, lora_r=8, lora_alpha=16,
+                eval_fraction=0.2, max_answer_tokens=40, temperature=0.0, auto_promote=False)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 TERMINAL = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
