@@ -55,7 +55,7 @@ with left:
 with right:
     st.subheader("Feedback rate", help="Share of answers that got at least one thumbs up or down.")
     chart = alt.Chart(daily).mark_line(point=True).encode(
-        x=alt.X("day:T", title=None), y=alt.Y("feedback rate:Q", axis=alt.Axis(format="%"), title=None)
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d")), y=alt.Y("feedback rate:Q", axis=alt.Axis(format="%"), title=None)
     )
     st.altair_chart(chart.properties(height=230), width="stretch")
 
@@ -65,7 +65,7 @@ if votes:
     votes["day"] = pd.to_datetime(votes["day"])
     votes["thumbs-up share"] = votes["up"] / votes["votes"]
     chart = alt.Chart(votes).mark_line(point=True).encode(
-        x=alt.X("day:T", title=None),
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d")),
         y=alt.Y("thumbs-up share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=None),
         color=alt.Color("model:N", title="model"),
         tooltip=["day:T", "model:N", "up:Q", "votes:Q", alt.Tooltip("thumbs-up share:Q", format=".0%")],
