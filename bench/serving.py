@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -29,7 +28,7 @@ from flywheel.settings import load_settings
 from serving.adapters import load_adapter
 from serving.base_model import ensure_base_model
 from serving.engine import BASE_MODEL_NAME, VLLMServer, has_cuda
-from serving.testing import random_lora_adapter
+from serving.testing import free_port, random_lora_adapter
 
 ADAPTER_NAME = "bench-lora"
 
@@ -129,12 +128,6 @@ def load_transformers(model_dir: Path):
 
 def with_system(prompts, system_prompt: str):
     return [[{"role": "system", "content": system_prompt}, *messages] for messages in prompts]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def every_10_s(show):

@@ -1,8 +1,15 @@
-"""Helpers for tests and benchmarks that need a real adapter without training one."""
+"""Helpers for tests and benchmarks: a free port for a server, a real adapter without training one."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def random_lora_adapter(base_model_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0,

@@ -120,7 +120,7 @@ def test_hot_swap_under_load_loses_no_request(vllm_settings, adapters):
 
     def ask(i: int):
         question = [{"role": "user", "content": f"Python tip {i}?"}]
-        return answer(vllm_settings, question, user_id=f"user-{i}", max_tokens=4)
+        return answer(vllm_settings, question, user_id=f"user-{i}", max_tokens=2)
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         during = [pool.submit(ask, i) for i in range(50)]

@@ -10,19 +10,13 @@ Also here: `vllm_settings`, one test's settings pointing at that server.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import pytest
 
 from flywheel.settings import Settings, load_settings
 from serving.engine import Supervisor, VLLMServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from serving.testing import free_port
 
 
 @dataclass
