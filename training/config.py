@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -45,6 +43,8 @@ class TrainConfig:
     @property
     def resolved_device(self) -> str:
         if self.device == "auto":
+            import torch  # here, not at the top: the scheduler and launcher never load torch
+
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 

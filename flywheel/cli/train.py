@@ -66,6 +66,7 @@ def scheduler() -> None:
 
     _require_migrated_db()
     _log_to_stderr()
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job per tick
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
