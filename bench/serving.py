@@ -210,7 +210,7 @@ def main() -> None:
         raise SystemExit("--prompts must be at least 64")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(home=Path(tmp), vllm_url=args.vllm_url or "", vllm_port=free_port(),
+        settings = load_settings(vllm_url=args.vllm_url or "", vllm_port=free_port(),
                                  **({"base_model_path": args.model_dir} if args.model_dir else {}))
         model_dir = ensure_base_model(settings)
         adapter = args.adapter or random_lora_adapter(model_dir, Path(tmp) / "adapter", rank=16,

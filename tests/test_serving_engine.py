@@ -16,7 +16,7 @@ def test_cpu_command_has_lora_and_limits_but_no_gpu_options(tmp_path):
     joined = " ".join(command)
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     for part in ("--model /models/m", "--served-model-name base", "--port 18123", "--max-model-len 1024",
-                 "--enable-lora", "--max-lora-rank 32", "--max-loras 2", "--seed 7"):
+                 "--enable-lora", "--max-lora-rank 32", "--max-loras 2", "--lora-target-modules", "--seed 7"):
         assert part in joined
     assert "--tensor-parallel-size" not in joined and "--gpu-memory-utilization" not in joined
     env = vllm_env(settings, cuda=False)
