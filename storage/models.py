@@ -209,9 +209,9 @@ class TrainingRun(Base):
     active_slot: Mapped[bool | None] = mapped_column(Boolean, unique=True, default=True)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_snapshot.id"))
-    parent_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("model_version.id", use_alter=True, name="fk_training_run_parent_version")
-    )
+    # The version the run starts from. A plain id: model_version already references training_run, and
+    # Alembic's create_table drops the ALTER-added half of such a cycle on PostgreSQL.
+    parent_version_id: Mapped[int | None] = mapped_column(Integer)
     triggered_by: Mapped[str] = mapped_column(String(64), default="scheduler")
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)

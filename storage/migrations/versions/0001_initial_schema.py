@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 01:46:38.796552
+Create Date: 2026-11-23 02:03:48.553109
 """
 
 from alembic import op
@@ -90,7 +90,6 @@ def upgrade() -> None:
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('started_at', storage.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', storage.models.UTCDateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['parent_version_id'], ['model_version.id'], name='fk_training_run_parent_version', use_alter=True),
     sa.ForeignKeyConstraint(['snapshot_id'], ['dataset_snapshot.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('active_slot')
