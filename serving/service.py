@@ -6,6 +6,8 @@ import signal
 import threading
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from flywheel.settings import Settings
 from serving.adapters import sync_adapters
 from serving.base_model import ensure_base_model
@@ -16,7 +18,7 @@ from serving.errors import ServingError
 def _sync(settings: Settings, report: Callable[[str], None]) -> None:
     try:
         result = sync_adapters(settings)
-    except ServingError as exc:  # the versions served so far stay served; try again next round
+    except (ServingError, SQLAlchemyError) as exc:  # what is served stays served; try again next round
         report(f"adapter sync failed: {exc}")
         return
     if result.loaded or result.unloaded:
@@ -34,7 +36,7 @@ def serve(settings: Settings, *, report: Callable[[str], None] = print,
     report(f"starting vLLM ({'CUDA' if server.cuda else 'CPU'}) on {server.url}; log {server.log_path}")
     supervisor = Supervisor(server, after_restart=lambda: _sync(settings, report), log=report)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C, also mid-startup
     try:
         server.start()
         server.wait_ready(progress)
