@@ -60,9 +60,15 @@ class Settings(BaseSettings):
     )
 
     # --- Slack -------------------------------------------------------------------------
-    slack_bot_token: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_BOT_TOKEN"))
-    slack_app_token: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_APP_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_slack_alias("SLACK_SIGNING_SECRET"))
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=_slack_alias("SLACK_BOT_TOKEN"), description="Bot User OAuth Token (xoxb-…)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=_slack_alias("SLACK_APP_TOKEN"), description="App-level token (xapp-…) for Socket Mode."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_slack_alias("SLACK_SIGNING_SECRET"), description="Signing secret for HTTP mode."
+    )
     slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
     bot_mode: Literal["socket", "http"] = Field("socket", description="Socket Mode (app token) or HTTP (signing secret).")
     bot_port: int = Field(3000, ge=1, le=65535, description="Port of the bot in HTTP mode.")
@@ -76,17 +82,17 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(300, gt=0, description="A running run silent this long is marked failed.")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
     min_pair_chars: int = Field(2, ge=1, description="Chosen/rejected answers shorter than this are dropped.")
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_r: int = Field(16, ge=1, description="LoRA rank (at most FLYWHEEL_VLLM_MAX_LORA_RANK to be served).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     lora_target_modules: str = Field("q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names.")
-    dpo_beta: float = Field(0.1, gt=0)
+    dpo_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
     sft_weight: float = Field(1.0, ge=0, description="Weight of the SFT loss on chosen answers beside DPO's.")
-    learning_rate: float = Field(5e-4, gt=0)
-    epochs: float = Field(3, gt=0)
-    batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(256, ge=16)
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3, gt=0, description="Passes over the training split.")
+    batch_size: int = Field(4, ge=1, description="Pairs per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
+    max_length: int = Field(256, ge=16, description="Longest prompt + answer in tokens; longer pairs are truncated.")
     qlora: bool = Field(False, description="4-bit NF4 QLoRA on CUDA (bitsandbytes).")
     train_processes: int = Field(1, ge=1, description="Training processes (GPUs); above 1 runs use `accelerate launch`.")
     train_launch_args: str = Field("", description="Extra `accelerate launch` arguments (e.g. an FSDP config file).")
@@ -95,8 +101,8 @@ class Settings(BaseSettings):
     canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")
 
     # --- dashboard ---------------------------------------------------------------------
-    dashboard_host: str = Field("127.0.0.1")
-    dashboard_port: int = Field(8501, ge=1, le=65535)
+    dashboard_host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard.")
     admin_username: str = Field("admin", description="First admin account created by `flywheel init`.")
     admin_password: SecretStr | None = Field(None, description="Its password; asked for when empty.")
 

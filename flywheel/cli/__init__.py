@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from flywheel.cli import bot, dashboard, db, demo, init, model, pairs, serve, train, up
+from flywheel.cli import bot, config, dashboard, db, demo, init, model, pairs, serve, train, up
 
 app = typer.Typer(help="Flywheel: make your team's LLM better every week from what its users say.", no_args_is_help=True)
-for module in (init, db, model, pairs, up, demo, serve, bot, dashboard, train):
+for module in (init, up, demo, serve, bot, dashboard, train, db, model, pairs, config):
     module.register(app)
 
 

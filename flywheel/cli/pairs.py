@@ -20,7 +20,7 @@ def export(
     output: Path = typer.Option(None, "--output", "-o", help="File to write; standard output if omitted."),
     status: PairStatus = typer.Option(PairStatus.approved, help="Which pairs to export."),
 ) -> None:
-    """Write pairs as JSONL: {"prompt": [messages], "chosen": [...], "rejected": [...]} per line."""
+    """Write pairs as JSONL, one object per line: prompt (chat messages), chosen, rejected."""
     with db_session() as session:
         handle = output.open("w", encoding="utf-8") if output else sys.stdout
         count = 0
