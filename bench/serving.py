@@ -177,6 +177,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def save(report: dict, out: Path) -> None:
+    """Written after every phase, so a long run that is cut short still leaves what it measured."""
+    out.write_text(json.dumps(report, indent=2))
+
+
 def run(args: argparse.Namespace, url: str, settings, model_dir: Path, adapter: Path) -> dict:
     prompts = with_system(chat_prompts(args.prompts), settings.system_prompt)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -186,12 +191,14 @@ def run(args: argparse.Namespace, url: str, settings, model_dir: Path, adapter: 
     for level in levels:
         print(f"vLLM, concurrency {level}…", flush=True)
         report["levels"].append({"concurrency": level, "vllm": vllm_level(url, BASE_MODEL_NAME, prompts, args.max_tokens, level)})
+        save(report, args.out)
     if not args.skip_transformers:
         model, tokenizer, report["transformers_dtype"] = load_transformers(model_dir)
         for row in report["levels"]:
             print(f"transformers, batch {row['concurrency']}…", flush=True)
             row["transformers"] = transformers_level(model, tokenizer, prompts, args.max_tokens, row["concurrency"])
             row["ratio"] = row["vllm"]["tok_s"] / row["transformers"]["tok_s"]
+            save(report, args.out)
         del model
     top = max(levels)
     print(f"LoRA vs base, concurrency {top}…", flush=True)
@@ -226,7 +233,7 @@ def main() -> None:
         finally:
             if server is not None:
                 server.stop()
-    args.out.write_text(json.dumps(report, indent=2))
+    save(report, args.out)
     print(markdown(report))
     print(f"\nJSON written to {args.out}")
 
