@@ -69,8 +69,8 @@ def test_run_stores_step_metrics_and_beats_the_base_model(loop):
             assert step.values["tokens_per_s"] > 0
         assert steps[-1].values["reward_margin"] > steps[0].values["reward_margin"]
         metrics, base = run.eval_metrics, run.eval_metrics["incumbent"]
-        # Measured here: held-out accuracy base 0.25 -> candidate 0.75-1.0 on 7-8 held-out pairs;
-        # the base model's implicit reward margin is 0 by definition, the candidate's about 1.
+        # Measured here (5 steps): held-out accuracy base 0.143 -> candidate 1.0 on 7 held-out pairs,
+        # reward margin 0 (the base is its own reference) -> 4.3, chosen perplexity 25.0 -> 5.5.
         assert metrics["compared_with"] == "base" and metrics["pairs"] == run.snapshot.eval_count >= 4
         assert metrics["accuracy"] >= base["accuracy"] + 0.3, metrics
         assert metrics["reward_margin"] > 0.3 and metrics["reward_accuracy"] >= 0.75, metrics
@@ -89,13 +89,20 @@ def held_out_questions(loop) -> list[str]:
     return [row["prompt"][-1]["content"] for row in held_out]
 
 
+def concise_commands(answers) -> int:
+    """Answers in the preferred style: an inline `command`, finished well before the token limit.
+    (The base model uses backticks too, in long code-fenced answers that run to the limit.)"""
+    return sum("`" in a.text and a.completion_tokens < 30 for a in answers)
+
+
 def test_vllm_serves_the_adapter_and_its_answers_prefer_commands(loop):
     questions = held_out_questions(loop)  # never trained on
-    base = [answer(loop.settings, [{"role": "user", "content": q}], model="base").text for q in questions]
-    tuned = [answer(loop.settings, [{"role": "user", "content": q}], model="v1").text for q in questions]
-    with_command = lambda texts: sum("`" in t for t in texts)  # noqa: E731
-    assert base != tuned
-    assert with_command(tuned) > with_command(base) and with_command(tuned) >= len(questions) // 2, (base, tuned)
+    base = [answer(loop.settings, [{"role": "user", "content": q}], model="base") for q in questions]
+    tuned = [answer(loop.settings, [{"role": "user", "content": q}], model="v1") for q in questions]
+    assert [a.served_model for a in tuned] == ["v1"] * len(questions)
+    assert [a.text for a in base] != [a.text for a in tuned]
+    assert concise_commands(tuned) > concise_commands(base), ([a.text for a in base], [a.text for a in tuned])
+    assert sum(a.completion_tokens for a in tuned) < sum(a.completion_tokens for a in base)
 
 
 def test_gate_refuses_a_candidate_that_does_not_beat_the_active_version(loop):
