@@ -62,7 +62,7 @@ def run_variant(name: str, cfg: TrainConfig, model_dir: Path, train: list[dict],
         scores = score_versions(model_dir, {"before": None, "after": result.adapter_path}, held_out, cfg)
     return {
         "variant": name, "config": cfg.as_dict(), "steps": result.steps, "train_s": round(seconds, 2),
-        "pairs_per_s": round(len(train) * cfg.epochs / seconds, 3), "tokens_per_s": result.tokens_per_s,
+        "pairs_per_s": round(result.steps * cfg.batch_size * cfg.gradient_accumulation_steps / seconds, 3), "tokens_per_s": result.tokens_per_s,
         "peak_memory_mb": round(peak, 1), "accuracy_before": scores["before"]["accuracy"],
         "accuracy_after": scores["after"]["accuracy"], "reward_margin_after": scores["after"]["reward_margin"],
     }
