@@ -18,7 +18,7 @@ HELP = """Run one turn of the loop on a fresh demo database (HOME/demo unless --
 
 A chat-ops team asks the real model 34 questions and gives feedback (votes, the exact command as a better answer); a reviewer approves the pairs; one DPO run trains in its own process; the candidate is promoted and vLLM serves it without a restart; 6 held-out questions are answered before and after.
 
-It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Measured on 2 busy CPU cores: about 5 minutes.
+It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Duration is mostly the 14 training steps: measured 32 minutes on 2 CPU cores shared with other heavy jobs (load 10-17; about 100 s a step); on 2 idle cores a step takes a few seconds, so expect a few minutes; on a GPU, about a minute.
 """
 
 
@@ -54,7 +54,9 @@ def metrics_table(result) -> Table:
         if name in metrics:
             table.add_row(name, f"{metrics[name]:.3f}", f"{incumbent.get(name, float('nan')):.3f}")
     commands = lambda answers: sum(i.answered_by(a.text) for i, a in zip(result.held_out, answers))  # noqa: E731
-    table.add_row("held-out answers giving the command", str(commands(result.after)), str(commands(result.before)))
+    table.add_row("held-out answers giving the exact command", str(commands(result.after)), str(commands(result.before)))
+    length = lambda answers: f"{sum(len(a.text) for a in answers) / max(len(answers), 1):.0f}"  # noqa: E731
+    table.add_row("held-out answers: mean length (characters)", length(result.after), length(result.before))
     return table
 
 
