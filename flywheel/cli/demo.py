@@ -18,7 +18,7 @@ HELP = """Run one turn of the loop on a fresh demo database (HOME/demo unless --
 
 A chat-ops team asks the real model 34 questions and gives feedback (votes, the exact command as a better answer); a reviewer approves the pairs; one DPO run trains in its own process; the candidate is promoted and vLLM serves it without a restart; 6 held-out questions are answered before and after.
 
-It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Duration is mostly the 14 training steps: measured 32 minutes on 2 CPU cores shared with other heavy jobs (load 10-17; about 100 s a step); on 2 idle cores a step takes a few seconds, so expect a few minutes; on a GPU, about a minute.
+It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Duration is mostly the 14 training steps: measured 32 minutes on 2 CPU cores shared with other heavy jobs (load 10-17; about 100 s a step); on 2 idle cores a DPO step takes about 6 s, so a few minutes in all (an estimate: this machine was never idle).
 """
 
 
