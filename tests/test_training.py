@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
-from training_support import add_command_pairs, wait_for, queue_dpo
+from training_support import add_command_pairs, wait_for, queue_dpo, training_database
 
-from flywheel.settings import Settings, load_settings
+from flywheel.settings import Settings
 from serving.client import answer
-from storage.db import make_engine, session_scope, upgrade
+from storage.db import session_scope
 from storage.models import RunKind, RunStatus, VersionStatus
 from storage.registry import active_version, get_version_by_name, list_versions, promote_version
 from storage.runs import get_run, run_metrics
@@ -46,11 +46,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, base_model_dir, vllm_server):
     home = tmp_path_factory.mktemp("training")
-    url = f"sqlite:///{home / 'flywheel.db'}"
-    upgrade(url)
-    settings = load_settings(home=home, database_url=url, base_model_path=base_model_dir,
-                             vllm_url=vllm_server.url, **TRAINING)
-    engine = make_engine(url)
+    settings, engine = training_database(home, base_model_path=base_model_dir, vllm_url=vllm_server.url, **TRAINING)
     add_command_pairs(engine, 24)
     run_id = queue_dpo(engine)
     execute_run(settings, run_id, engine=engine)

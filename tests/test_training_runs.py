@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
-from training_support import add_command_pairs, wait_for
+from training_support import add_command_pairs, wait_for, training_database
 
-from flywheel.settings import Settings, load_settings
-from storage.db import make_engine, session_scope, upgrade
+from flywheel.settings import Settings
+from storage.db import session_scope
 from storage.models import RunKind, RunStatus, VersionStatus
 from storage.registry import active_version, get_version_by_name, list_versions, promote_version, register_version
 from storage.runs import get_run, request_cancel, run_metrics
@@ -49,11 +49,7 @@ class SftRun:
 @pytest.fixture(scope="module")
 def sft(tmp_path_factory, base_model_dir):
     home = tmp_path_factory.mktemp("sft")
-    url = f"sqlite:///{home / 'flywheel.db'}"
-    upgrade(url)
-    settings = load_settings(home=home, database_url=url, base_model_path=base_model_dir,
-                             vllm_url=closed_port_url(), **TRAINING)
-    engine = make_engine(url)
+    settings, engine = training_database(home, base_model_path=base_model_dir, vllm_url=closed_port_url(), **TRAINING)
     add_command_pairs(engine, 12)
     run_id = queue(engine, settings, SYSTEM, RunKind.sft, {"max_steps": 2})
     execute_run(settings, run_id, engine=engine)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from storage.db import session_scope
+from flywheel.settings import Settings, load_settings
+from sqlalchemy import Engine
+from storage.db import make_engine, session_scope, upgrade
 from storage.models import PairSource, RunKind
 from storage.pairs import approve_pair, create_pair
 from storage.runs import queue_run
 from storage.users import SYSTEM
 from training.synthetic import synthetic_pairs
+
+
+def training_database(home: Path, **settings_overrides) -> tuple[Settings, Engine]:
+    """A migrated SQLite database in `home`, and settings pointing at it."""
+    url = f"sqlite:///{home / 'flywheel.db'}"
+    upgrade(url)
+    return load_settings(home=home, database_url=url, **settings_overrides), make_engine(url)
 
 
 def add_approved_pairs(engine, records: list[dict]) -> list[int]:
