@@ -1,4 +1,5 @@
-"""The answering flow: a Slack question -> thread context -> stored interaction -> model -> posted answer.
+"""The answering flow: a Slack question -> thread context -> stored interaction -> model -> answer streamed
+into the thread (bot/streaming.py).
 
 Runs after Slack has been acked (a lazy listener), so generation may take as long as the model needs.
 The interaction is stored before the model is asked: a failed generation still leaves the question,
@@ -18,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from bot import blocks
 from bot.ratelimit import Decision
 from bot.services import Services
+from bot.streaming import answer_stream
 from serving.client import ModelUnavailable, answer
 from storage.db import session_scope
 from storage.interactions import (
@@ -190,47 +192,33 @@ def generate_and_post(
     services: Services, client: WebClient, interaction_id: int, channel_id: str, thread_ts: str,
     *, replace_ts: str | None = None,
 ) -> None:
+    """Stream the answer into the thread (in place of `replace_ts`, if given) and record it once, complete."""
     with session_scope(services.engine) as session:
         interaction = get_interaction(session, interaction_id)
-        messages, user_id = interaction.prompt_messages, interaction.user_id
+        messages, user_id, team_id = interaction.prompt_messages, interaction.user_id, interaction.conversation.team_id
+    stream = answer_stream(
+        services.settings, client, interaction_id, channel_id, thread_ts, user_id=user_id, team_id=team_id,
+        replace_ts=replace_ts,
+    )
     try:
-        reply = answer(services.settings, messages, user_id=user_id)
+        reply = answer(services.settings, messages, user_id=user_id, on_token=stream.write)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the question stays stored as failed
         if not isinstance(exc, ModelUnavailable):
             log.exception("answering interaction %s failed", interaction_id)
+        stream.abort()
         with session_scope(services.engine) as session:
             fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}")
         _post_unavailable(client, interaction_id, channel_id, thread_ts, replace_ts)
         return
     with session_scope(services.engine) as session:
         complete_interaction(
-            session, interaction_id, answer=services.storable(reply.text), served_model=reply.served_model,
+            session, interaction_id, answer=services.storable(reply.text.strip()), served_model=reply.served_model,
             model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
         )
-    last_ts = post_answer(client, channel_id, thread_ts, reply.text, interaction_id, reply.served_model, replace_ts)
+    last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
     with session_scope(services.engine) as session:
         set_message_ts(session, interaction_id, last_ts)
-
-
-def post_answer(
-    client: WebClient, channel_id: str, thread_ts: str, text: str, interaction_id: int, served_model: str,
-    replace_ts: str | None = None,
-) -> str:
-    """Post the answer (several messages if it is long); returns the ts of the one with the buttons."""
-    metadata = blocks.answer_metadata(interaction_id)
-    ts = replace_ts
-    for number, page in enumerate(blocks.answer_pages(text, interaction_id, served_model)):
-        fallback = page[0]["text"]
-        if number == 0 and replace_ts:
-            client.chat_update(channel=channel_id, ts=replace_ts, text=fallback, blocks=page, metadata=metadata)
-        else:
-            response = client.chat_postMessage(
-                channel=channel_id, thread_ts=thread_ts, text=fallback, blocks=page, metadata=metadata,
-                unfurl_links=False, unfurl_media=False,
-            )
-            ts = response["ts"]
-    return ts
 
 
 def _post_unavailable(

@@ -6,6 +6,8 @@ import logging
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.http_retry import default_retry_handlers
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.listeners import register_listeners
 from bot.services import Services
@@ -30,8 +32,10 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
     signing_secret = ""
     if settings.bot_mode == "http":
         signing_secret = _secret(settings, "slack_signing_secret", "HTTP mode verifies requests with it")
+    # A streamed answer makes many calls: one refused with 429 waits Retry-After and goes again.
+    retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=2)]
     app = App(
-        client=WebClient(token=token, base_url=settings.slack_api_url),
+        client=WebClient(token=token, base_url=settings.slack_api_url, retry_handlers=retries),
         signing_secret=signing_secret,
         # Socket Mode requests arrive already authenticated; HTTP ones are verified.
         request_verification_enabled=settings.bot_mode == "http",

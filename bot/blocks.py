@@ -30,17 +30,16 @@ BETTER_VIEW, BETTER_BLOCK, BETTER_INPUT = "better_answer", "better_answer", "tex
 EMPTY_ANSWER = "_(the model returned an empty answer)_"
 
 
-def split_text(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
-    """Cut text into pieces of at most `limit` characters, at a paragraph, line or word break if possible."""
-    pieces = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
-        cut = cut if cut > limit // 2 else limit
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    pieces.append(text)
-    return pieces
+def cut_text(text: str, limit: int) -> tuple[str, str]:
+    """The most of `text` that fits in `limit` characters and ends at a line or word break, and the rest
+    (the break's whitespace dropped); ("", text) when no break fits."""
+    if len(text) <= limit:
+        return text, ""
+    window = text[:limit + 1]  # a break just after the limit still leaves a head that fits
+    cut = max(window.rfind(" "), window.rfind("\n"))
+    if cut < 0:
+        return "", text
+    return text[:cut].rstrip(), text[cut:].lstrip()
 
 
 def answer_metadata(interaction_id: int) -> dict[str, Any]:
@@ -66,11 +65,9 @@ def feedback_blocks(interaction_id: int, served_model: str) -> list[dict[str, An
     ]
 
 
-def answer_pages(text: str, interaction_id: int, served_model: str) -> list[list[dict[str, Any]]]:
-    """The blocks of each message of one answer; the last message carries the feedback controls."""
-    pages = [[MarkdownBlock(text=piece).to_dict()] for piece in split_text(text.strip() or EMPTY_ANSWER)]
-    pages[-1].extend(feedback_blocks(interaction_id, served_model))
-    return pages
+def answer_page(text: str, feedback: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The blocks of one message of an answer: its text, then the feedback controls if it is the last."""
+    return [MarkdownBlock(text=text).to_dict(), *feedback]
 
 
 def unavailable_blocks(interaction_id: int) -> list[dict[str, Any]]:

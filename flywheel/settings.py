@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     bot_port: int = Field(3000, ge=1, le=65535, description="Port of the bot in HTTP mode.")
     pii_redaction: bool = Field(False, description="Redact emails, phone numbers and tokens before storing text.")
     rate_limit_per_minute: int = Field(10, ge=1, description="Questions one user may ask per minute.")
+    stream_answers: bool = Field(True, description="Show answers in Slack while they are written; off posts them complete.")
+    stream_interval_s: float = Field(
+        1.0, ge=0, description="Least seconds between two updates of a streamed answer (Slack allows about 1/s)."
+    )
 
     # --- training ----------------------------------------------------------------------
     min_new_pairs: int = Field(32, ge=1, description="Approved pairs since the last run that start a new run.")

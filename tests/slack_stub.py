@@ -1,7 +1,8 @@
 """A local stand-in for Slack's Web API: records every call and answers in Slack's JSON shapes.
 
-It keeps the messages the bot posts (and those a test says a user wrote), so conversations.replies
-returns a real thread. Point the bot at it with `slack_api_url=stub.url`.
+It keeps the messages the bot posts or streams (and those a test says a user wrote), so
+conversations.replies returns a real thread. Point the bot at it with `slack_api_url=stub.url`.
+With `streaming=False` it refuses chat.startStream, as Slack does for an app without the AI-app feature.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 TEAM_ID, BOT_USER_ID, BOT_ID, APP_ID = "T0FLYWHEEL", "U0FLYBOT", "B0FLYBOT", "A0FLYWHEEL"
+MARKDOWN_CHARS = 12_000  # what one chat.*Stream call may carry
 
 
 @dataclass
@@ -25,10 +27,11 @@ class Call:
 
 
 class SlackStub:
-    def __init__(self, bot_token: str):
-        self.bot_token = bot_token
+    def __init__(self, bot_token: str, *, streaming: bool = True):
+        self.bot_token, self.streaming = bot_token, streaming
         self.calls: list[Call] = []
         self.messages: list[dict[str, Any]] = []  # every channel's messages, with "channel" added
+        self._streams: set[tuple[str, str]] = set()  # (channel, ts) of messages being streamed
         self._lock = threading.Lock()
         self._clock = 1_700_000_000.0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -62,11 +65,13 @@ class SlackStub:
             self.messages.append({**message, "channel": channel})
         return message
 
-    def calls_to(self, method: str) -> list[Call]:
+    def calls_to(self, method: str | tuple[str, ...]) -> list[Call]:
+        """The calls to `method` (or to any of several)."""
+        methods = (method,) if isinstance(method, str) else method
         with self._lock:
-            return [call for call in self.calls if call.method == method]
+            return [call for call in self.calls if call.method in methods]
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 120.0) -> list[Call]:
+    def wait_for(self, method: str | tuple[str, ...], count: int = 1, timeout: float = 120.0) -> list[Call]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             calls = self.calls_to(method)
@@ -115,6 +120,45 @@ class SlackStub:
                 return {"ok": False, "error": "message_not_found"}
             found[0].update(self._bot_message(params))
         return {"ok": True, "channel": params["channel"], "ts": params["ts"], "text": params.get("text", "")}
+
+    def _api_chat_startStream(self, params):
+        if not self.streaming:
+            return {"ok": False, "error": "missing_scope", "needed": "assistant:write"}
+        for name in ("thread_ts", "recipient_user_id", "recipient_team_id"):
+            if not params.get(name):
+                return {"ok": False, "error": f"missing_{name}"}
+        if len(params.get("markdown_text") or "") > MARKDOWN_CHARS:
+            return {"ok": False, "error": "msg_too_long"}
+        message = {**self._bot_message({"text": params.get("markdown_text") or ""}), "ts": self.next_ts(),
+                   "thread_ts": params["thread_ts"]}
+        with self._lock:
+            self.messages.append({**message, "channel": params["channel"]})
+            self._streams.add((params["channel"], message["ts"]))
+        return {"ok": True, "channel": params["channel"], "ts": message["ts"]}
+
+    def _api_chat_appendStream(self, params):
+        return self._stream_into(params)
+
+    def _api_chat_stopStream(self, params):
+        """The rest of the text, and the blocks (shown under it) and metadata of the finished message."""
+        finished = {"blocks": _json(params.get("blocks")) or []}
+        if params.get("metadata"):
+            finished["metadata"] = _json(params["metadata"])
+        return self._stream_into(params, finished)
+
+    def _stream_into(self, params, finished: dict[str, Any] | None = None):
+        key, text = (params["channel"], params["ts"]), params.get("markdown_text") or ""
+        if len(text) > MARKDOWN_CHARS:
+            return {"ok": False, "error": "msg_too_long"}
+        with self._lock:
+            if key not in self._streams:
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+            [message] = [m for m in self.messages if (m["channel"], m["ts"]) == key]
+            message["text"] += text
+            if finished is not None:
+                message.update(finished)
+                self._streams.discard(key)
+        return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def _api_chat_postEphemeral(self, params):
         return {"ok": True, "message_ts": self.next_ts()}

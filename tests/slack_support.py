@@ -17,6 +17,7 @@ SECRET = "flywheel-test-signing-secret-8f3a"
 CHANNEL, DM, ALICE, BOB = "C0GENERAL", "D0ALICE", "U0ALICE", "U0BOB"
 QUESTION = "What is the capital of France?"
 ACK_LIMIT_S = 3.0  # Slack's
+REPLIES = ("chat.stopStream", "chat.postMessage")  # the calls that finish a reply of the bot
 
 
 
@@ -24,7 +25,7 @@ def bot_settings(tmp_path, database_url, base_model_dir, slack, vllm_url, **over
     values = dict(
         home=tmp_path / "home", database_url=database_url, base_model_path=base_model_dir, vllm_url=vllm_url,
         slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=slack.url, bot_mode="http",
-        max_answer_tokens=24, request_retries=0,
+        max_answer_tokens=24, request_retries=0, stream_interval_s=0,  # an update per token
     )
     return load_settings(**{**values, **overrides})
 
@@ -47,15 +48,21 @@ def posted(slack: SlackStub, method: str = "chat.postMessage") -> list[dict]:
     return [call.params for call in slack.calls_to(method)]
 
 
+def wait_for_reply(slack: SlackStub, before: int) -> dict:
+    """The bot's next finished reply after `before` of them: a streamed answer, or a posted message
+    (an apology, say); returns it as Slack stores it."""
+    slack.wait_for(REPLIES, before + 1)
+    return slack.messages[-1]
+
+
 def ask(bot: RunningBot, slack: SlackStub, text: str = QUESTION, **event_options) -> dict:
     """Mention the bot in a channel; returns the answer message as Slack stores it."""
-    before = len(slack.calls_to("chat.postMessage"))
+    before = len(slack.calls_to(REPLIES))
     message = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> {text}")
     started = time.monotonic()
     response = bot.send_event(event_callback(app_mention(message, CHANNEL)), **event_options)
     assert response.status_code == 200 and time.monotonic() - started < ACK_LIMIT_S
-    slack.wait_for("chat.postMessage", before + 1)
-    return slack.messages[-1]
+    return wait_for_reply(slack, before)
 
 
 def element(message: dict, action_id: str) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from slack_stub import (
     BOT_ID,
     BOT_USER_ID,
+    TEAM_ID,
     RunningBot,
     SlackStub,
     app_mention,
@@ -24,6 +25,7 @@ from slack_support import (
     CHANNEL,
     DM,
     QUESTION,
+    REPLIES,
     SECRET,
     TOKEN,
     ask,
@@ -34,6 +36,7 @@ from slack_support import (
     posted,
     rows,
     thumb,
+    wait_for_reply,
 )
 from vllm_fixture import free_port
 
@@ -67,39 +70,69 @@ def bot_without_model(tmp_path, database_url, base_model_dir, slack):
 
 
 @pytest.mark.vllm
-def test_mention_gets_a_threaded_answer_with_feedback_buttons(bot, slack, caplog):
+def test_mention_gets_a_threaded_answer_streamed_with_feedback_buttons(bot, slack, caplog):
     caplog.set_level(logging.DEBUG)
     answer = ask(bot, slack)
 
     question = slack.messages[-2]
     assert answer["thread_ts"] == question["ts"] and answer["user"] == BOT_USER_ID
     assert "Paris" in answer["text"]
-    assert [b["type"] for b in answer["blocks"]] == ["markdown", "context_actions", "actions", "context"]
+    assert [b["type"] for b in answer["blocks"]] == ["context_actions", "actions", "context"]  # under the text
     assert element(answer, blocks.VOTE_ACTION)["type"] == "feedback_buttons"
     assert element(answer, blocks.BETTER_ACTION)["type"] == "button"
     status = posted(slack, "assistant.threads.setStatus")
     assert [(s["channel_id"], s["thread_ts"], s["status"]) for s in status] == [(CHANNEL, question["ts"], THINKING)]
 
+    # Streamed as the model wrote it, for the person who asked: one message, growing, never edited.
+    [start], appends, [stop] = (posted(slack, f"chat.{m}Stream") for m in ("start", "append", "stop"))
+    assert (start["channel"], start["thread_ts"], start["recipient_user_id"], start["recipient_team_id"]) == (
+        CHANNEL, question["ts"], ALICE, TEAM_ID)
+    assert len(appends) > 1 and {a["ts"] for a in appends} == {stop["ts"]} == {answer["ts"]}
+    pieces = [start["markdown_text"], *(a["markdown_text"] for a in appends), stop.get("markdown_text", "")]
+    assert "".join(pieces) == answer["text"]
+    assert posted(slack) == [] and posted(slack, "chat.update") == []
+
     [interaction] = eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts])
     assert interaction.status is InteractionStatus.ok and interaction.answer == answer["text"]
     assert interaction.prompt_messages == [{"role": "user", "content": QUESTION}]
     assert interaction.message_ts == answer["ts"] and interaction.served_model == "base"
+    assert answer["metadata"] == blocks.answer_metadata(interaction.id)
     [conversation] = rows(bot, Conversation)
     assert (conversation.channel_id, conversation.thread_ts, interaction.user_id) == (CHANNEL, question["ts"], ALICE)
     assert TOKEN not in caplog.text and SECRET not in caplog.text  # never logged, even at DEBUG
 
 
 @pytest.mark.vllm
+def test_without_slack_streaming_the_answer_is_posted_then_edited_as_it_grows(
+    tmp_path, sqlite_url, base_model_dir, vllm_server
+):
+    with SlackStub(TOKEN, streaming=False) as slack, RunningBot(
+        bot_settings(tmp_path, sqlite_url, base_model_dir, slack, vllm_server.url)
+    ) as bot:
+        question = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> {QUESTION}")
+        bot.send_event(event_callback(app_mention(question, CHANNEL)))
+        [interaction] = eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts], timeout=120)
+    assert len(posted(slack, "chat.startStream")) == 1 and posted(slack, "chat.appendStream") == []  # refused
+    [first] = posted(slack)
+    updates = posted(slack, "chat.update")
+    assert len(updates) > 1 and {u["ts"] for u in updates} == {interaction.message_ts}
+    answer = slack.messages[-1]
+    assert answer["thread_ts"] == question["ts"] and answer["text"] == interaction.answer
+    assert first["text"] != answer["text"] and answer["text"].startswith(first["text"])
+    assert [b["type"] for b in answer["blocks"]] == ["markdown", "context_actions", "actions", "context"]
+    assert answer["metadata"] == blocks.answer_metadata(interaction.id)
+
+
+@pytest.mark.vllm
 def test_follow_up_in_a_direct_message_thread_keeps_the_thread_as_context(bot, slack):
     first = slack.user_message(DM, ALICE, QUESTION)
     bot.send_event(event_callback(direct_message(first, DM)))
-    slack.wait_for("chat.postMessage")
-    first_answer = slack.messages[-1]
+    first_answer = wait_for_reply(slack, 0)
     assert first_answer["thread_ts"] == first["ts"]
 
     follow_up = slack.user_message(DM, ALICE, "And of Italy?", thread_ts=first["ts"])
     bot.send_event(event_callback(direct_message(follow_up, DM)))
-    slack.wait_for("chat.postMessage", 2)
+    wait_for_reply(slack, 1)
 
     assert posted(slack, "conversations.replies")[0]["ts"] == first["ts"]
     second = rows(bot, Interaction)[1]
@@ -178,13 +211,14 @@ def test_a_redelivered_event_is_answered_once(bot, slack, tmp_path, database_url
     retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
     assert bot.send_event(payload).status_code == 200
     assert bot.send_event(payload, headers=retry).status_code == 200
-    slack.wait_for("chat.postMessage")
+    wait_for_reply(slack, 0)
     # A second bot process (nothing in memory shared) gets the third delivery: the database refuses it.
     settings = bot_settings(tmp_path / "b", database_url, base_model_dir, slack, vllm_server.url)
     with RunningBot(settings) as other:
         assert other.send_event(payload, headers={**retry, "X-Slack-Retry-Num": "2"}).status_code == 200
         time.sleep(1.5)
-    assert len(posted(slack)) == 1 and len(rows(bot, Interaction)) == 1
+    assert len(posted(slack, "chat.startStream")) == 1 and len(slack.calls_to(REPLIES)) == 1
+    assert len(rows(bot, Interaction)) == 1
 
 
 @pytest.mark.vllm
@@ -204,15 +238,17 @@ def test_model_down_apologises_stores_the_question_and_try_again_answers(
     slack.wait_for("chat.update")
     assert rows(bot_without_model, Interaction)[0].status is InteractionStatus.failed
 
-    # The model is back: the same button answers in place of the apology, on the same record.
+    # The model is back: the same button answers in place of the apology (streamed by editing it), on the
+    # same record.
     settings = bot_settings(tmp_path / "up", database_url, base_model_dir, slack, vllm_server.url)
     with RunningBot(settings) as bot:
         bot.send_interaction(retry)
-        slack.wait_for("chat.update", 2)
-    [answered] = rows(bot_without_model, Interaction)
+        [answered] = eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts], timeout=120)
     assert answered.status is InteractionStatus.ok and "Paris" in answered.answer
-    assert slack.messages[-1]["ts"] == apology["ts"] == answered.message_ts
-    assert slack.messages[-1]["text"] == answered.answer and len(posted(slack)) == 1
+    answer = slack.messages[-1]
+    assert answer["ts"] == apology["ts"] == answered.message_ts and answer["text"] == answered.answer
+    assert len(posted(slack, "chat.update")) > 2 and element(answer, blocks.VOTE_ACTION)
+    assert len(posted(slack)) == 1 and posted(slack, "chat.startStream") == []
 
 
 def test_requests_without_a_valid_signature_are_refused_and_change_nothing(bot_without_model, slack):

@@ -30,6 +30,9 @@ METHOD_SCOPES = {
     "chat.postMessage": {"chat:write"},
     "chat.update": {"chat:write"},
     "chat.postEphemeral": {"chat:write"},
+    "chat.startStream": {"chat:write"},
+    "chat.appendStream": {"chat:write"},
+    "chat.stopStream": {"chat:write"},
     "views.open": set(),
     # Threads can be in public or private channels, direct or group messages.
     "conversations.replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
@@ -134,3 +137,5 @@ def test_scopes_are_exactly_what_the_app_needs():
     if MANIFEST["features"]["slash_commands"]:
         needed.add("commands")
     assert set(MANIFEST["oauth_config"]["scopes"]["bot"]) == needed
+    if "chat.startStream" in methods:  # Slack streams only for apps with the Agents & AI Apps feature
+        assert "assistant_view" in MANIFEST["features"]

@@ -1,15 +1,20 @@
-"""The bot's text handling: context fitting, Slack's size limits, PII redaction, the rate limit."""
+"""The bot's text handling: context fitting, streaming within Slack's size limits and pace, PII redaction,
+the rate limit."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from slack_sdk import WebClient
 from slack_stub import SlackStub
-from test_bot import TOKEN
+from slack_support import TOKEN
 
 from bot import blocks
-from bot.answering import CHARS_PER_TOKEN, clean_text, estimate_tokens, fit_to_context, post_answer
+from bot.answering import CHARS_PER_TOKEN, clean_text, estimate_tokens, fit_to_context
 from bot.ratelimit import Decision, RateLimiter
 from bot.redaction import redact
+from bot.streaming import AnswerStream, EditedMessages, SlackStream
 
 
 def turn(role: str, content: str) -> dict[str, str]:
@@ -35,21 +40,50 @@ def test_slack_markup_becomes_plain_text():
     assert clean_text("<@U0BOT> is 1 &lt; 2 &amp;&amp; <@U0ALICE> right?", "U0BOT") == "is 1 < 2 && <@U0ALICE> right?"
 
 
-def test_long_answers_are_split_within_slack_limits_and_the_last_message_has_the_buttons():
+def answer_stream(kind: str, client: WebClient) -> AnswerStream:
+    """An answer for thread 1.0 of C1: streamed by Slack, posted and edited as it grows, or posted whole."""
+    metadata = blocks.answer_metadata(7)
+    if kind == "streamed":
+        return AnswerStream(SlackStream(client, "C1", "1.0", metadata, "U1", "T1"), 0)
+    return AnswerStream(EditedMessages(client, "C1", "1.0", metadata, replace_ts=None), 0 if kind == "edited" else None)
+
+
+@pytest.mark.parametrize("kind", ["streamed", "edited", "whole"])
+def test_long_answers_are_split_within_slack_limits_and_the_last_message_has_the_buttons(kind):
     paragraphs = [f"Paragraph {i}. " + "word " * 500 for i in range(12)]  # about 30,000 characters
     text = "\n\n".join(paragraphs)
     with SlackStub(TOKEN) as slack:
+        stream = answer_stream(kind, WebClient(token=TOKEN, base_url=slack.url))
+        for start in range(0, len(text), 750):  # as the model writes it, cut anywhere
+            stream.write(text[start:start + 750])
+        last_ts = stream.finish(blocks.feedback_blocks(7, "v3"))
+    messages = slack.messages
+    assert len(messages) == 3 and last_ts == messages[-1]["ts"]
+    for message in messages:
+        assert len(message["text"]) <= blocks.MESSAGE_CHARS and message["thread_ts"] == "1.0"
+        assert message["metadata"] == blocks.answer_metadata(7)
+    assert [any(b["type"] == "context_actions" for b in m["blocks"]) for m in messages] == [False, False, True]
+    assert " ".join(m["text"] for m in messages).split() == text.split()  # nothing lost at the cuts
+    if kind == "whole":
+        assert [call.method for call in slack.calls] == ["chat.postMessage"] * 3
+
+
+def test_a_streamed_answer_is_paced_and_reads_as_the_stripped_text():
+    times = iter([0.0, 0.4, 0.9, 1.2, 1.2, 1.5])  # when each piece arrives (and when it is shown)
+    pieces = ["\nThe", " capital", " of", " France", " is Paris.  \n"]
+    with SlackStub(TOKEN) as slack:
         client = WebClient(token=TOKEN, base_url=slack.url)
-        last_ts = post_answer(client, "C1", "1.0", text, 7, "v3")
-        posts = [call.params for call in slack.calls_to("chat.postMessage")]
-    assert len(posts) == 3 and last_ts == slack.messages[-1]["ts"]
-    for post in posts:
-        markdown = [b["text"] for b in post["blocks"] if b["type"] == "markdown"]
-        assert sum(map(len, markdown)) <= blocks.MESSAGE_CHARS and post["thread_ts"] == "1.0"
-        assert post["metadata"]["event_payload"] == {"interaction_id": 7}
-    assert [any(b["type"] == "context_actions" for b in p["blocks"]) for p in posts] == [False, False, True]
-    rejoined = " ".join(" ".join(b["text"] for b in p["blocks"] if b["type"] == "markdown") for p in posts)
-    assert rejoined.split() == text.split()  # nothing lost at the cuts
+        stream = AnswerStream(SlackStream(client, "C1", "1.0", {}, "U1", "T1"), 1.0, clock=lambda: next(times))
+        for piece in pieces:
+            stream.write(piece)
+        stream.finish(blocks.feedback_blocks(7, "v3"))
+    calls = [(c.method, c.params.get("markdown_text")) for c in slack.calls]
+    assert calls == [
+        ("chat.startStream", "The"),  # at once
+        ("chat.appendStream", " capital of France"),  # at 1.2 s: not before a second had passed
+        ("chat.stopStream", " is Paris."),  # the rest, with the buttons
+    ]
+    assert slack.messages[0]["text"] == "".join(pieces).strip()
 
 
 def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():

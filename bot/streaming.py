@@ -1,0 +1,213 @@
+"""An answer written into Slack while the model writes it.
+
+Slack's own streaming for AI apps (chat.startStream / appendStream / stopStream) comes first: Slack
+shows the text growing, with no "edited" marks and no edit rate limit to respect, and stopStream puts
+the feedback controls and the answer's metadata on the finished message. It needs the Agents & AI
+Apps feature (the manifest's `assistant_view`, scope assistant:write), a thread and the person asking,
+which every answer has. Where Slack refuses to start a stream (an app installed without that
+feature), and where the answer takes the place of a message already posted (the "Try again"
+button: a stream is always a new message), the text is posted once and then edited with chat.update.
+
+The SDK's ChatStream helper buffers by size only; Slack's limits are per second (about one
+chat.update per second per channel), so text goes out at most every `stream_interval_s`, whatever
+the model's speed, through the three methods directly. A message holds at most MESSAGE_CHARS of
+text: a longer answer continues in a new message, and only the last one gets the controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks
+from flywheel.settings import Settings
+
+log = logging.getLogger(__name__)
+Blocks = list[dict[str, Any]]
+WORD_CHARS = 200  # longer than any word, shorter than a message
+
+
+class StreamingRefused(Exception):
+    """Slack would not start a stream in this conversation."""
+
+
+class Writer(Protocol):
+    """Puts one answer's text into Slack, one message at a time."""
+
+    def add(self, text: str, piece: str) -> None:
+        """Show `text`, the current message so far, of which `piece` is new."""
+
+    def close(self, text: str, piece: str, feedback: Blocks) -> str:
+        """Finish the current message as `text` (with `feedback` under it); returns its ts."""
+
+    def abandon(self) -> None:
+        """Leave the current message as it is: the answer failed."""
+
+
+class EditedMessages:
+    """chat.postMessage, then chat.update with the text so far: works in every workspace, and in place
+    of an earlier message (`replace_ts`)."""
+
+    def __init__(self, client: WebClient, channel_id: str, thread_ts: str, metadata: dict, replace_ts: str | None):
+        self._client, self._channel, self._thread, self._metadata = client, channel_id, thread_ts, metadata
+        self._ts = replace_ts
+
+    def add(self, text: str, piece: str) -> None:
+        self._show(text, [])
+
+    def close(self, text: str, piece: str, feedback: Blocks) -> str:
+        self._show(text, feedback)
+        ts, self._ts = self._ts, None
+        return ts
+
+    def abandon(self) -> None:
+        """Nothing to end: an edited message is complete after every edit."""
+
+    def _show(self, text: str, feedback: Blocks) -> None:
+        page = blocks.answer_page(text, feedback)
+        if self._ts:
+            self._client.chat_update(
+                channel=self._channel, ts=self._ts, text=text, blocks=page, metadata=self._metadata
+            )
+            return
+        response = self._client.chat_postMessage(
+            channel=self._channel, thread_ts=self._thread, text=text, blocks=page, metadata=self._metadata,
+            unfurl_links=False, unfurl_media=False,
+        )
+        self._ts = response["ts"]
+
+
+class SlackStream:
+    """Slack's streaming for AI apps: chat.startStream, chat.appendStream, chat.stopStream."""
+
+    def __init__(self, client: WebClient, channel_id: str, thread_ts: str, metadata: dict, user_id: str, team_id: str):
+        self._client, self._channel, self._thread, self._metadata = client, channel_id, thread_ts, metadata
+        self._recipient = {"recipient_user_id": user_id, "recipient_team_id": team_id}
+        self._ts: str | None = None
+
+    def add(self, text: str, piece: str) -> None:
+        if self._ts is None:
+            self._start(piece)
+        else:
+            self._client.chat_appendStream(channel=self._channel, ts=self._ts, markdown_text=piece)
+
+    def close(self, text: str, piece: str, feedback: Blocks) -> str:
+        if self._ts is None:
+            self._start(piece)
+            piece = ""
+        self._client.chat_stopStream(
+            channel=self._channel, ts=self._ts, markdown_text=piece or None, blocks=feedback or None,
+            metadata=self._metadata,
+        )
+        ts, self._ts = self._ts, None
+        return ts
+
+    def abandon(self) -> None:
+        """Stop the stream without the answer's metadata: a partial text is no turn of the conversation."""
+        if self._ts is not None:
+            self._client.chat_stopStream(channel=self._channel, ts=self._ts)
+            self._ts = None
+
+    def _start(self, piece: str) -> None:
+        try:
+            response = self._client.chat_startStream(
+                channel=self._channel, thread_ts=self._thread, markdown_text=piece, **self._recipient
+            )
+        except SlackApiError as exc:
+            raise StreamingRefused(exc.response.get("error")) from exc
+        self._ts = response["ts"]
+
+
+class AnswerStream:
+    """One answer: `write` each piece as the model produces it, then `finish` (or `abort`).
+
+    Leading and trailing whitespace never reach Slack (trailing whitespace waits for the text after
+    it), so a one-message answer reads exactly as `text.strip()`."""
+
+    def __init__(
+        self, writer: Writer, interval_s: float | None, *, fallback: Writer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._writer, self._fallback = writer, fallback
+        self._interval, self._clock = interval_s, clock  # interval None: shown only when finished
+        self._shown = ""  # in the current message
+        self._pending = ""  # not shown yet
+        self._last_shown_at: float | None = None
+
+    def write(self, piece: str) -> None:
+        self._pending += piece
+        if not self._shown:
+            self._pending = self._pending.lstrip()
+        if self._due():
+            self._show()
+
+    def finish(self, feedback: Blocks) -> str:
+        """Show the rest, with `feedback` under the last message; returns that message's ts."""
+        if not self._shown and not self._pending.strip():
+            self._pending = blocks.EMPTY_ANSWER
+        self._close_full_messages()
+        rest = self._pending.rstrip()
+        return self._send(lambda writer: writer.close(self._shown + rest, rest, feedback))
+
+    def abort(self) -> None:
+        try:
+            self._writer.abandon()
+        except SlackApiError as exc:
+            log.warning("could not end a partial answer: %s", exc.response.get("error"))
+
+    def _due(self) -> bool:
+        if self._interval is None:
+            return False
+        return self._last_shown_at is None or self._clock() - self._last_shown_at >= self._interval
+
+    def _show(self) -> None:
+        self._close_full_messages()
+        ready = self._pending.rstrip()
+        if len(self._shown) + len(ready) > blocks.MESSAGE_CHARS - WORD_CHARS:
+            # Near a message's end, whole words only: shown text cannot be taken back, and the next
+            # message should not start in the middle of a word.
+            ready = ready[:max(ready.rfind(" "), ready.rfind("\n"), 0)].rstrip()
+        if ready:
+            self._send(lambda writer: writer.add(self._shown + ready, ready))
+            self._shown += ready
+            self._pending = self._pending[len(ready):]
+            self._last_shown_at = self._clock()
+
+    def _close_full_messages(self) -> None:
+        while len(self._shown) + len(self._pending.rstrip()) > blocks.MESSAGE_CHARS:
+            room = blocks.MESSAGE_CHARS - len(self._shown)
+            head, rest = blocks.cut_text(self._pending, room)
+            if not head and not self._shown:  # one unbroken run longer than a message: cut it anywhere
+                head, rest = self._pending[:room], self._pending[room:]
+            self._send(lambda writer: writer.close(self._shown + head, head, []))
+            self._shown, self._pending = "", rest
+
+    def _send(self, call: Callable[[Writer], Any]) -> Any:
+        try:
+            return call(self._writer)
+        except StreamingRefused as refused:
+            if self._fallback is None:
+                raise
+            log.info("Slack refused to stream here (%s): posting and editing instead", refused)
+            self._writer, self._fallback = self._fallback, None
+            return call(self._writer)
+
+
+def answer_stream(
+    settings: Settings, client: WebClient, interaction_id: int, channel_id: str, thread_ts: str, *, user_id: str,
+    team_id: str, replace_ts: str | None = None,
+) -> AnswerStream:
+    """The stream for one answer, as the settings `stream_answers` and `stream_interval_s` ask."""
+    metadata = blocks.answer_metadata(interaction_id)
+    edited = EditedMessages(client, channel_id, thread_ts, metadata, replace_ts)
+    if not settings.stream_answers:
+        return AnswerStream(edited, None)
+    if replace_ts:
+        return AnswerStream(edited, settings.stream_interval_s)
+    native = SlackStream(client, channel_id, thread_ts, metadata, user_id, team_id)
+    return AnswerStream(native, settings.stream_interval_s, fallback=edited)
