@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -12,6 +13,8 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.listeners import register_listeners
 from bot.services import Services
 from flywheel.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class MissingSlackCredentials(ValueError):
@@ -45,17 +48,26 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
     return app
 
 
-def run(settings: Settings) -> None:
-    """Serve until interrupted: Socket Mode (app-level token) or HTTP on settings.bot_port."""
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Serve until `stop` is set: Socket Mode (app-level token) or HTTP on settings.bot_port. Then
+    disconnect (Slack stops sending this process events); answers already being written still finish."""
     app = build_app(settings)
     if settings.bot_mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         app_token = _secret(settings, "slack_app_token", "Socket Mode connects with it, xapp-...")
-        SocketModeHandler(app, app_token, web_client=app.client).start()
+        handler = SocketModeHandler(app, app_token, web_client=app.client)
+        handler.connect()
+        log.info("connected to Slack in Socket Mode")
+        stop.wait()
+        handler.close()
     else:
         from bot.http_server import make_http_server
 
         server = make_http_server(app, "0.0.0.0", settings.bot_port)
-        logging.getLogger(__name__).info("listening on port %d, path /slack/events", settings.bot_port)
-        server.serve_forever()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        log.info("listening on port %d, path /slack/events", settings.bot_port)
+        stop.wait()
+        server.shutdown()
+        server.server_close()
+    log.info("stopped")

@@ -27,8 +27,9 @@ class Call:
 
 
 class SlackStub:
-    def __init__(self, bot_token: str, *, streaming: bool = True):
-        self.bot_token, self.streaming = bot_token, streaming
+    def __init__(self, bot_token: str, *, app_token: str | None = None, socket_url: str | None = None,
+                 streaming: bool = True):
+        self.bot_token, self.app_token, self.socket_url, self.streaming = bot_token, app_token, socket_url, streaming
         self.calls: list[Call] = []
         self.messages: list[dict[str, Any]] = []  # every channel's messages, with "channel" added
         self._streams: set[tuple[str, str]] = set()  # (channel, ts) of messages being streamed
@@ -85,7 +86,7 @@ class SlackStub:
     def _handle(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
         with self._lock:
             self.calls.append(Call(method, params, token))
-        if token != self.bot_token:
+        if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             return {"ok": False, "error": "invalid_auth"}
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         return handler(params) if handler else {"ok": False, "error": "unknown_method"}
@@ -159,6 +160,9 @@ class SlackStub:
                 message.update(finished)
                 self._streams.discard(key)
         return {"ok": True, "channel": key[0], "ts": key[1]}
+
+    def _api_apps_connections_open(self, params):
+        return {"ok": True, "url": self.socket_url}
 
     def _api_chat_postEphemeral(self, params):
         return {"ok": True, "message_ts": self.next_ts()}

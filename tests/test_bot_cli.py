@@ -55,7 +55,7 @@ def test_http_mode_serves_signed_requests_and_keeps_tokens_out_of_its_output(tmp
         finally:
             process.terminate()
             output = process.communicate(timeout=30)[0]
-    assert "listening on port" in output
+    assert process.returncode == 0 and "listening on port" in output and "stopped" in output  # SIGTERM: a clean stop
     assert TOKEN not in output and SECRET not in output
 
 
