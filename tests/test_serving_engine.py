@@ -27,7 +27,7 @@ def test_cuda_command_has_tensor_parallel_and_memory_share(tmp_path):
     settings = load_settings(home=tmp_path, vllm_tensor_parallel_size=2, vllm_gpu_memory_utilization=0.5)
     joined = " ".join(vllm_command(settings, Path("m"), cuda=True))
     assert "--tensor-parallel-size 2" in joined and "--gpu-memory-utilization 0.5" in joined
-    assert "--enable-lora" in joined
+    assert "--enable-lora" in joined and "--lora-target-modules o_proj qkv_proj" in joined
 
 
 def test_lora_targets_use_vllm_fused_module_names(tmp_path):
