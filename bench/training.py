@@ -6,7 +6,8 @@
 
 Needs only torch, transformers, peft, trl, datasets (bitsandbytes for QLoRA): no database, no vLLM.
 Pairs are synthesized (the exact command in backticks preferred over a vague answer) and split by
-prompt; held-out preference accuracy is measured before and after training. Each variant trains
+prompt; held-out likelihood accuracy (is the chosen answer more likely than the rejected one?) is
+measured before and after training, with the implicit-reward accuracy after. Each variant trains
 the same pairs from the base model; ratios are against the first variant.
 """
 
@@ -63,21 +64,22 @@ def run_variant(name: str, cfg: TrainConfig, model_dir: Path, train: list[dict],
     return {
         "variant": name, "config": cfg.as_dict(), "steps": result.steps, "train_s": round(seconds, 2),
         "pairs_per_s": round(result.steps * cfg.batch_size * cfg.gradient_accumulation_steps / seconds, 3), "tokens_per_s": result.tokens_per_s,
-        "peak_memory_mb": round(peak, 1), "accuracy_before": scores["before"]["accuracy"],
-        "accuracy_after": scores["after"]["accuracy"], "reward_margin_after": scores["after"]["reward_margin"],
+        "peak_memory_mb": round(peak, 1), "likelihood_accuracy_before": scores["before"]["likelihood_accuracy"],
+        "likelihood_accuracy_after": scores["after"]["likelihood_accuracy"],
+        "reward_accuracy_after": scores["after"]["reward_accuracy"], "reward_margin_after": scores["after"]["reward_margin"],
     }
 
 
 def print_table(rows: list[dict]) -> None:
     first = rows[0]
     print(f"{'variant':<10} {'steps':>5} {'train s':>8} {'tok/s':>9} {'x tok/s':>8} {'peak MB':>9} {'x mem':>6} "
-          f"{'acc before':>10} {'acc after':>9}")
+          f"{'lik before':>10} {'lik after':>9} {'reward acc':>10}")
     for row in rows:
         speed = (row["tokens_per_s"] or 0) / (first["tokens_per_s"] or 1)
         memory = row["peak_memory_mb"] / first["peak_memory_mb"]
         print(f"{row['variant']:<10} {row['steps']:>5} {row['train_s']:>8.1f} {row['tokens_per_s'] or 0:>9.1f} "
-              f"{speed:>8.2f} {row['peak_memory_mb']:>9.0f} {memory:>6.2f} {row['accuracy_before']:>10.3f} "
-              f"{row['accuracy_after']:>9.3f}")
+              f"{speed:>8.2f} {row['peak_memory_mb']:>9.0f} {memory:>6.2f} {row['likelihood_accuracy_before']:>10.3f} "
+              f"{row['likelihood_accuracy_after']:>9.3f} {row['reward_accuracy_after']:>10.3f}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -103,8 +103,9 @@ def test_feedback_in_slack_becomes_a_promoted_adapter_that_answers_the_next_ques
                 run = get_run(session, run_id)
                 assert run.triggered_by == "scheduler" and run.snapshot.train_count + run.snapshot.eval_count == len(items)
                 metrics, base = run.eval_metrics, run.eval_metrics["incumbent"]
-                # Seen here: preference accuracy 0 for both (the base model's own greedy answers stay more
-                # likely per token than the short commands), reward margin 2.3 vs 0, reward accuracy 1.0.
+                # Seen here: likelihood accuracy 0 for both (the base model's own greedy answers stay more
+                # likely per token than the short commands), reward margin 2.3 vs 0, and the preference
+                # (implicit-reward) accuracy the gate compares 1.0 vs 0.
                 assert metrics["reward_margin"] > base["reward_margin"] and metrics["reward_accuracy"] >= 0.5, metrics
                 assert metrics["chosen_perplexity"] < base["chosen_perplexity"], metrics
                 assert run.not_registered_reason is None and len(run.metrics) == run.total_steps > 0

@@ -65,10 +65,10 @@ def test_run_stores_step_metrics_and_beats_the_base_model(loop):
             assert step.values["tokens_per_s"] > 0
         assert steps[-1].values["reward_margin"] > steps[0].values["reward_margin"]
         metrics, base = run.eval_metrics, run.eval_metrics["incumbent"]
-        # Measured here (5 steps): held-out accuracy base 0.143 -> candidate 1.0 on 7 held-out pairs,
+        # Measured here (5 steps): held-out likelihood accuracy base 0.143 -> candidate 1.0 on 7 held-out pairs,
         # reward margin 0 (the base is its own reference) -> 4.3, chosen perplexity 25.0 -> 5.5.
         assert metrics["compared_with"] == "base" and metrics["pairs"] == run.snapshot.eval_count >= 4
-        assert metrics["accuracy"] >= base["accuracy"] + 0.3, metrics
+        assert metrics["likelihood_accuracy"] >= base["likelihood_accuracy"] + 0.3, metrics
         assert metrics["reward_margin"] > 0.3 and metrics["reward_accuracy"] >= 0.75, metrics
         assert metrics["chosen_perplexity"] < base["chosen_perplexity"]
         assert run.not_registered_reason is None and "beats base" in metrics["gate"]
@@ -110,7 +110,7 @@ def test_gate_refuses_a_candidate_that_does_not_beat_the_active_version(loop):
     with session_scope(loop.engine) as session:
         run = get_run(session, run_id)
         assert run.status is RunStatus.succeeded and run.parent_version_id == active_version(session).id
-        assert run.not_registered_reason.startswith("does not beat v1: held-out accuracy")
+        assert run.not_registered_reason.startswith("does not beat v1: held-out preference accuracy")
         assert "required > +0.500" in run.not_registered_reason
         assert [v.name for v in list_versions(session)] == ["v1"] and active_version(session).name == "v1"
 

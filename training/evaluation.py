@@ -1,10 +1,13 @@
 """Held-out evaluation of adapters from log-probabilities: preference accuracy, DPO reward margin, perplexity.
 
-- accuracy: share of pairs whose chosen answer the model finds more likely than the rejected one
-  (mean log-prob per token, so a long answer is not punished for its length). Meaningful for the
-  base model too, so every version is compared on the same scale.
-- reward_margin / reward_accuracy: DPO's implicit reward beta * (log p_model - log p_base), chosen minus
-  rejected, with the base model as the reference (0 for the base model itself).
+- reward_accuracy / reward_margin: DPO's implicit reward beta * (log p_model - log p_base), chosen minus
+  rejected, with the base model as the common reference, so the active version and a candidate trained
+  from it are scored on one scale (the base model itself scores 0 on both). reward_accuracy is the
+  preference accuracy the gate compares: the share of pairs where the version moved towards the chosen
+  answer more than towards the rejected one.
+- likelihood_accuracy: share of pairs whose chosen answer the model finds more likely than the rejected
+  one outright (mean log-prob per token). Shown beside it, not gated on: when the rejected answer is the
+  model's own greedy output (as with Slack feedback), it stays near 0 even after real learning.
 - chosen_perplexity: perplexity of the chosen answers.
 """
 
@@ -89,7 +92,7 @@ def preference_metrics(policy: LogProbs, reference: LogProbs, beta: float) -> di
     per_token_r = policy.rejected / policy.rejected_tokens.clamp(min=1)
     margins = beta * ((policy.chosen - reference.chosen) - (policy.rejected - reference.rejected))
     return {
-        "accuracy": float((per_token_c > per_token_r).float().mean()),
+        "likelihood_accuracy": float((per_token_c > per_token_r).float().mean()),
         "reward_accuracy": float((margins > 0).float().mean()),
         "reward_margin": float(margins.mean()),
         "chosen_perplexity": math.exp(-float(policy.chosen.sum()) / max(int(policy.chosen_tokens.sum()), 1)),

@@ -12,11 +12,12 @@ class GateDecision:
 
 
 def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_name: str, margin: float) -> GateDecision:
-    """Held-out preference accuracy must exceed the incumbent's by more than `margin`; a gain of exactly
-    `margin` (both perfect on a small set, say) passes only with a higher mean reward margin."""
-    gain = candidate["accuracy"] - incumbent["accuracy"]
+    """Held-out preference (implicit-reward) accuracy must exceed the incumbent's by more than `margin`; a
+    gain of exactly `margin` (both perfect on a small set, say) passes only with a higher mean reward margin."""
+    gain = candidate["reward_accuracy"] - incumbent["reward_accuracy"]
     summary = (
-        f"held-out accuracy {candidate['accuracy']:.3f} vs {incumbent_name} {incumbent['accuracy']:.3f} "
+        f"held-out preference accuracy {candidate['reward_accuracy']:.3f} vs {incumbent_name} "
+        f"{incumbent['reward_accuracy']:.3f} "
         f"(gain {gain:+.3f}, required > {margin:+.3f}); reward margin {candidate['reward_margin']:.3f} "
         f"vs {incumbent['reward_margin']:.3f}"
     )

@@ -88,8 +88,8 @@ def evaluate(
         scores = evaluate_on_file(settings(), version, pairs)
     except (StorageError, ValueError) as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"version: {version}\npairs: {scores['pairs']}\naccuracy: {scores['accuracy']:.4f}\n"
-               f"reward_margin: {scores['reward_margin']:.4f}\nreward_accuracy: {scores['reward_accuracy']:.4f}\n"
+    typer.echo(f"version: {version}\npairs: {scores['pairs']}\npreference_accuracy: {scores['reward_accuracy']:.4f}\n"
+               f"reward_margin: {scores['reward_margin']:.4f}\nlikelihood_accuracy: {scores['likelihood_accuracy']:.4f}\n"
                f"chosen_perplexity: {scores['chosen_perplexity']:.3f}")
 
 

@@ -1,0 +1,24 @@
+"""The registration gate compares held-out preference (implicit-reward) accuracy, with the reward margin as tie-break."""
+
+from training.gate import decide
+
+
+def scores(reward_accuracy: float, reward_margin: float, likelihood_accuracy: float = 0.0) -> dict[str, float]:
+    return {"reward_accuracy": reward_accuracy, "reward_margin": reward_margin, "likelihood_accuracy": likelihood_accuracy}
+
+
+def test_a_gain_above_the_margin_passes():
+    decision = decide(scores(0.8, 1.2), scores(0.0, 0.0), "base", margin=0.1)
+    assert decision.passed and decision.reason.startswith("beats base: held-out preference accuracy 0.800 vs base 0.000")
+
+
+def test_a_gain_of_exactly_the_margin_needs_a_higher_reward_margin():
+    assert decide(scores(1.0, 2.0), scores(1.0, 1.5), "v1", margin=0.0).passed
+    refused = decide(scores(1.0, 1.5), scores(1.0, 2.0), "v1", margin=0.0)
+    assert not refused.passed and refused.reason.startswith("does not beat v1")
+
+
+def test_likelihood_accuracy_does_not_decide():
+    """Slack pairs reject the model's own greedy answer: outright likelihood stays 0 even after learning."""
+    assert decide(scores(0.9, 2.3, likelihood_accuracy=0.0), scores(0.0, 0.0, 0.4), "base", margin=0.0).passed
+    assert not decide(scores(0.5, 0.3, likelihood_accuracy=1.0), scores(0.75, 0.9, 0.0), "v2", margin=0.0).passed
