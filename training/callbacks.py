@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
 # TRL's log keys -> the names the store and the dashboard use.
@@ -45,6 +46,12 @@ class ProgressCallback(TrainerCallback):
             self.tokens_per_s.append(values["tokens_per_s"])
         self._last_time, self._last_tokens = now, tokens
         values["epoch"] = float(state.epoch or 0)
-        if self.report(state.global_step, values):
+        if agreed(self.report(state.global_step, values)):
             self.cancelled = True
             control.should_training_stop = True
+
+
+def agreed(stop: bool) -> bool:
+    """Rank 0's decision on every rank: under `accelerate launch` only rank 0 reads the database, and a
+    rank that stopped alone would leave the others waiting forever in their next gradient all-reduce."""
+    return broadcast_object_list([stop], from_process=0)[0]

@@ -43,6 +43,14 @@ def run_command(settings, run_id: int, log_path: Path) -> list[str]:
     return [sys.executable, *entry]
 
 
+def gpu_env(settings) -> dict[str, str]:
+    """One process sees one GPU: with several visible, Trainer wraps the model in nn.DataParallel, which
+    TRL's trainers refuse. Several GPUs are used through `accelerate launch` (train_processes > 1)."""
+    if settings.train_processes > 1:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
+
+
 def spawn_run(settings, run_id: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     log_path = settings.logs_dir / f"run-{run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +58,7 @@ def spawn_run(settings, run_id: int, env: dict[str, str] | None = None) -> subpr
         return subprocess.Popen(
             run_command(settings, run_id, log_path), stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True,  # survives the parent; Ctrl-C there does not stop it
-            env={**os.environ, **settings_env(settings), **(env or {})},
+            env={**os.environ, **settings_env(settings), **gpu_env(settings), **(env or {})},
         )
 
 

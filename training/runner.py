@@ -50,22 +50,30 @@ class RunPlan:
     parent_id: int | None
 
 
-def steps_per_epoch(examples: int, cfg: TrainConfig) -> int:
-    return max(1, -(-examples // (cfg.batch_size * cfg.gradient_accumulation_steps)))
+def steps_per_epoch(examples: int, cfg: TrainConfig, processes: int = 1) -> int:
+    return max(1, -(-examples // (cfg.batch_size * cfg.gradient_accumulation_steps * processes)))
 
 
-def total_steps(examples: int, cfg: TrainConfig) -> int:
-    return cfg.max_steps if cfg.max_steps > 0 else int(-(-steps_per_epoch(examples, cfg) * cfg.epochs // 1))
+def total_steps(examples: int, cfg: TrainConfig, processes: int = 1) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return int(-(-steps_per_epoch(examples, cfg, processes) * cfg.epochs // 1))
 
 
-def prepare(settings, engine: Engine, run_id: int) -> RunPlan:
-    """Snapshot the approved pairs (fails here, before any training, if they cannot train)."""
+def prepare(settings, engine: Engine, run_id: int, *, main: bool = True) -> RunPlan:
+    """Snapshot the approved pairs (fails here, before any training, if they cannot train).
+
+    Under `accelerate launch` rank 0 builds and attaches the snapshot first; the other ranks then read
+    the run's snapshot, so every rank trains on the same pairs even if more were approved meanwhile.
+    """
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         config = TrainConfig.from_settings(settings, **run.config.get("overrides", {}))
-        snapshot = build_snapshot(session, settings)
+        snapshot = build_snapshot(session, settings) if main else run.snapshot
         dataset = load_snapshot(snapshot)
-        attach_snapshot(session, run_id, snapshot.id, total_steps(len(dataset["train"]), config))
+        if main:
+            steps = total_steps(len(dataset["train"]), config, PartialState().num_processes)
+            attach_snapshot(session, run_id, snapshot.id, steps)
         parent = get_version(session, run.parent_version_id) if run.parent_version_id else None
         log.info("run %s: %s on snapshot %s (%d train, %d held out), starting from %s", run_id, run.kind.value,
                  snapshot.content_hash[:12], snapshot.train_count, snapshot.eval_count,
@@ -161,13 +169,15 @@ def fail_run(engine: Engine, run_id: int, exc: BaseException) -> None:
 def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | None = None) -> None:
     """Run `run_id` to its end; every outcome (succeeded, failed, cancelled) is written to the run."""
     engine = engine or get_engine(settings.database_url)
-    main = PartialState().is_main_process  # under `accelerate launch`, only rank 0 writes the database
+    state = PartialState()
+    main = state.is_main_process  # under `accelerate launch`, only rank 0 writes the database
     output_dir = settings.runs_dir / f"run-{run_id}"
     if main:
         with session_scope(engine) as session:
             start_run(session, run_id, pid=os.getpid(), log_path=log_path, output_dir=str(output_dir))
     try:
-        plan = prepare(settings, engine, run_id)
+        with state.main_process_first():
+            plan = prepare(settings, engine, run_id, main=main)
         report = step_reporter(engine, run_id) if main else (lambda _step, _values: False)
         trainer = TRAINERS[plan.kind]
         result = trainer(plan.config, plan.model_dir, plan.train, plan.output_dir,
@@ -185,3 +195,5 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
         if main:
             fail_run(engine, run_id, exc)
         raise
+    finally:
+        state.destroy_process_group()  # under `accelerate launch`: NCCL leaks resources otherwise

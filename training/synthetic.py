@@ -47,6 +47,8 @@ def synthetic_pairs(count: int) -> list[dict]:
     for i in range(count):
         task, command = TASKS[i % len(TASKS)]
         question = QUESTIONS[(i // len(TASKS)) % len(QUESTIONS)].format(task=task)
+        if round_ := i // (len(TASKS) * len(QUESTIONS)):  # distinct prompts beyond the first 64: the store dedupes
+            question += f" (ticket {round_})"
         records.append({
             "prompt": [{"role": "user", "content": question}],
             "chosen": [{"role": "assistant", "content": f"Run `{command}`."}],

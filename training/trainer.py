@@ -33,6 +33,9 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
         bf16=cfg.use_bf16,
         # On the CPU checkpointing only costs time (ENVIRONMENT.md); on CUDA it saves memory.
         gradient_checkpointing=cfg.resolved_device == "cuda",
+        # Non-reentrant checkpointing and no unused-parameter search: what DDP needs with frozen LoRA bases.
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=False,
         use_cpu=cfg.resolved_device == "cpu",
         logging_steps=1,
         save_strategy="no",
