@@ -7,7 +7,9 @@ prompts, that vLLM serves the adapter with changed answers, the gate, and a kill
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -113,6 +115,31 @@ def test_gate_refuses_a_candidate_that_does_not_beat_the_active_version(loop):
         assert run.not_registered_reason.startswith("does not beat v1: held-out preference accuracy")
         assert "required > +0.500" in run.not_registered_reason
         assert [v.name for v in list_versions(session)] == ["v1"] and active_version(session).name == "v1"
+
+
+def eval_output(result) -> dict[str, float]:
+    assert result.exit_code == 0, result.output
+    return {key: float(value) for key, value in re.findall(r"^(\w+): (-?[\d.]+)$", result.output, re.MULTILINE)}
+
+
+def test_flywheel_eval_scores_a_version_and_the_base_model_on_a_pairs_file(loop, cli, tmp_path):
+    with session_scope(loop.engine) as session:
+        held_out = load_snapshot(get_run(session, loop.run_id).snapshot)["eval"]
+    pairs = tmp_path / "held-out.jsonl"  # the export format: the system prompt is added again on reading
+    pairs.write_text("".join(json.dumps({**row, "prompt": [m for m in row["prompt"] if m["role"] != "system"]}) + "\n"
+                             for row in held_out))
+    env = dict(FLYWHEEL_HOME=str(loop.settings.home), FLYWHEEL_DATABASE_URL=loop.settings.database_url,
+               FLYWHEEL_BASE_MODEL_PATH=str(loop.settings.base_model_path), FLYWHEEL_MAX_LENGTH="96")
+    v1 = eval_output(cli(["eval", "--version", "v1", "--pairs", str(pairs)], **env))
+    base = eval_output(cli(["eval", "--version", "base", "--pairs", str(pairs)], **env))
+    assert v1["pairs"] == base["pairs"] == len(held_out)
+    assert (base["preference_accuracy"], base["reward_margin"]) == (0.0, 0.0)  # its own reference
+    assert v1["preference_accuracy"] >= 0.75 and v1["reward_margin"] > 0.3, v1
+    unknown = cli(["eval", "--version", "v9", "--pairs", str(pairs)], **env)
+    assert unknown.exit_code != 0 and "v9" in unknown.output, unknown.output
+    pairs.write_text(pairs.read_text().splitlines()[0] + '\n{"prompt": [{"role": "user", "content": "hi"}]}\n')
+    bad = cli(["eval", "--version", "v1", "--pairs", str(pairs)], **env)
+    assert bad.exit_code != 0 and "line 2: missing field(s): chosen, rejected" in bad.output, bad.output
 
 
 def test_killed_run_is_reaped_as_failed_and_the_active_version_stays(loop):
