@@ -16,9 +16,9 @@ from storage.errors import StorageError
 
 HELP = """Run one turn of the loop on a fresh demo database (HOME/demo unless --home): your data is untouched.
 
-A chat-ops team asks the real model 34 questions and gives feedback (votes, the exact command as a better answer); a reviewer approves the pairs; one DPO run trains in its own process; the candidate is promoted and vLLM serves it without a restart; 6 held-out questions are answered before and after.
+A chat-ops team asks the real model 30 questions and gives feedback (votes, the exact command as a better answer); a reviewer approves the pairs; one DPO run (18 steps) trains in its own process; the candidate is promoted and vLLM serves it without a restart; 6 held-out questions, never trained on, are answered before and after.
 
-It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Duration is mostly the 14 training steps: measured 32 minutes on 2 CPU cores shared with other heavy jobs (load 10-17; about 100 s a step); on 2 idle cores a DPO step takes about 6 s, so a few minutes in all (an estimate: this machine was never idle).
+It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Measured on 2 CPU cores (AMD EPYC): 4 min 22 s on an otherwise quiet machine (load 0.2 at the start; vLLM start 39 s, asking 72 s, training run 129 s, answers after 18 s); 7 min 10 s while a training test ran beside it (load 3-4; training run 306 s).
 """
 
 
