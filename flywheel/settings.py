@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     vllm_max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank vLLM accepts.")
     vllm_max_loras: int = Field(4, ge=1, description="Adapters vLLM keeps in one batch.")
     vllm_kv_cache_gib: int = Field(2, ge=1, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    vllm_cpu_reserved_cores: int = Field(
+        0, ge=0, description="Cores the CPU build keeps from the model for its scheduler (vLLM's own default: 1)."
+    )
     vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU memory share vLLM may take.")
     vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM server (CUDA only).")
     vllm_extra_args: str = Field("", description="Extra command-line arguments passed to vLLM as they are.")

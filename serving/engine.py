@@ -76,6 +76,9 @@ def vllm_env(settings: Settings, *, cuda: bool) -> dict[str, str]:
     env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1")
     if not cuda:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.vllm_kv_cache_gib)
+        # vLLM reserves one core for its scheduler by default: on 2 cores the model then computes on one.
+        # Measured here with both cores: 8.7 -> 13.1 tok/s at concurrency 1, 11.0 -> 20.0 at 8.
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.vllm_cpu_reserved_cores)
     return env
 
 

@@ -21,6 +21,7 @@ def test_cpu_command_has_lora_and_limits_but_no_gpu_options(tmp_path):
     assert "--tensor-parallel-size" not in joined and "--gpu-memory-utilization" not in joined
     env = vllm_env(settings, cuda=False)
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"  # the model computes on every core
 
 
 def test_cuda_command_has_tensor_parallel_and_memory_share(tmp_path):
