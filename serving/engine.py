@@ -73,7 +73,9 @@ def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool) -> list[str
 
 
 def vllm_env(settings: Settings, *, cuda: bool) -> dict[str, str]:
-    env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1")
+    # VLLM_LOGGING_LEVEL: importing trl sets it to ERROR in our process, which left vllm.log without
+    # vLLM's own startup and binding lines whenever the parent had imported training code.
+    env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1", VLLM_LOGGING_LEVEL="INFO")
     if not cuda:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.vllm_kv_cache_gib)
         # vLLM reserves one core for its scheduler by default: on 2 cores the model then computes on one.

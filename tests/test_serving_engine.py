@@ -22,6 +22,9 @@ def test_cpu_command_has_lora_and_limits_but_no_gpu_options(tmp_path):
     env = vllm_env(settings, cuda=False)
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"  # the model computes on every core
+    import trl  # noqa: F401  (sets VLLM_LOGGING_LEVEL=ERROR in this process on import)
+
+    assert vllm_env(settings, cuda=False)["VLLM_LOGGING_LEVEL"] == "INFO"
 
 
 def test_cuda_command_has_tensor_parallel_and_memory_share(tmp_path):
