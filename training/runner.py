@@ -60,19 +60,21 @@ def total_steps(examples: int, cfg: TrainConfig, processes: int = 1) -> int:
     return int(-(-steps_per_epoch(examples, cfg, processes) * cfg.epochs // 1))
 
 
-def prepare(settings, engine: Engine, run_id: int, *, main: bool = True) -> RunPlan:
+def prepare(settings, engine: Engine, run_id: int) -> RunPlan:
     """Snapshot the approved pairs (fails here, before any training, if they cannot train).
 
     Under `accelerate launch` rank 0 builds and attaches the snapshot first; the other ranks then read
     the run's snapshot, so every rank trains on the same pairs even if more were approved meanwhile.
     """
+    state = PartialState()
+    main = state.is_main_process
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         config = TrainConfig.from_settings(settings, **run.config.get("overrides", {}))
         snapshot = build_snapshot(session, settings) if main else run.snapshot
         dataset = load_snapshot(snapshot)
         if main:
-            steps = total_steps(len(dataset["train"]), config, PartialState().num_processes)
+            steps = total_steps(len(dataset["train"]), config, state.num_processes)
             attach_snapshot(session, run_id, snapshot.id, steps)
         parent = get_version(session, run.parent_version_id) if run.parent_version_id else None
         log.info("run %s: %s on snapshot %s (%d train, %d held out), starting from %s", run_id, run.kind.value,
@@ -177,7 +179,7 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
             start_run(session, run_id, pid=os.getpid(), log_path=log_path, output_dir=str(output_dir))
     try:
         with state.main_process_first():
-            plan = prepare(settings, engine, run_id, main=main)
+            plan = prepare(settings, engine, run_id)
         report = step_reporter(engine, run_id) if main else (lambda _step, _values: False)
         trainer = TRAINERS[plan.kind]
         result = trainer(plan.config, plan.model_dir, plan.train, plan.output_dir,
