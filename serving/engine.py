@@ -62,6 +62,7 @@ def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool) -> list[str
         "--enable-lora",
         "--max-lora-rank", str(settings.vllm_max_lora_rank),
         "--max-loras", str(settings.vllm_max_loras),
+        "--max-num-seqs", str(settings.vllm_max_num_seqs),
         "--lora-target-modules", *lora_target_modules(settings),
     ]
     if cuda:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -53,6 +54,7 @@ def start_interaction(
     *,
     user_id: str = "",
     event_id: str | None = None,
+    question_ts: str | None = None,
 ) -> Interaction | None:
     """Record a question before it is answered, so a failed generation still leaves it stored.
 
@@ -62,7 +64,7 @@ def start_interaction(
         return None
     interaction = Interaction(
         conversation_id=conversation.id, prompt_messages=prompt_messages, prompt_hash=prompt_hash(prompt_messages),
-        user_id=user_id, event_id=event_id,
+        user_id=user_id, event_id=event_id, question_ts=question_ts,
     )
     try:
         with session.begin_nested():
@@ -106,6 +108,24 @@ def fail_interaction(session: Session, interaction_id: int, error: str) -> Inter
 
 def set_message_ts(session: Session, interaction_id: int, message_ts: str) -> None:
     get_interaction(session, interaction_id).message_ts = message_ts
+
+
+def set_prompt_messages(session: Session, interaction_id: int, prompt_messages: list[dict[str, Any]]) -> None:
+    """The prompt as the model will see it (the question with its thread), once the thread has been read."""
+    interaction = get_interaction(session, interaction_id)
+    interaction.prompt_messages, interaction.prompt_hash = prompt_messages, prompt_hash(prompt_messages)
+
+
+def waiting_interactions(session: Session, source: str, since: datetime) -> list[Interaction]:
+    """Questions of `source` asked since `since` that were stored but never answered (oldest first):
+    what a restarted bot still owes its users."""
+    query = (
+        select(Interaction).join(Conversation)
+        .where(Conversation.source == source, Interaction.status == InteractionStatus.pending,
+               Interaction.created_at >= since)
+        .order_by(Interaction.id)
+    )
+    return list(session.scalars(query))
 
 
 def record_vote(

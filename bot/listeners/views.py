@@ -46,4 +46,4 @@ def register(app: App, services: Services) -> None:
             ack(response_action="errors", errors={blocks.BETTER_BLOCK: refusal})
             return
         ack()
-        post_ephemeral(client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)
+        services.in_background(post_ephemeral, client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)

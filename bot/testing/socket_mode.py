@@ -1,4 +1,4 @@
-"""Slack's side of Socket Mode, locally: a websocket server that greets the app with `hello`, sends it
+"""Slack's side of Socket Mode, locally (for the tests and the load benchmark): a websocket server that greets the app with `hello`, sends it
 envelopes (events, interactions) and records what it sends back (acks).
 
 The app finds it the way it finds Slack's: apps.connections.open on the Web API stand-in
@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from slack_stub import APP_ID
+from bot.testing.slack_api import APP_ID
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
