@@ -29,10 +29,9 @@ from storage.interactions import (
     complete_interaction,
     fail_interaction,
     get_interaction,
-    get_or_create_conversation,
+    record_question,
     set_message_ts,
     set_prompt_messages,
-    start_interaction,
     waiting_interactions,
 )
 from storage.models import InteractionStatus, utcnow
@@ -69,17 +68,29 @@ def is_from_bot(event: dict, bot_user_id: str | None) -> bool:
     return bool(event.get("bot_id") or event.get("subtype") == "bot_message" or event.get("user") == bot_user_id)
 
 
+def text_field(payload: dict, name: str, *, required: bool = True) -> str:
+    """A string field of a Slack payload. A signed payload whose field is missing or of another type is
+    malformed: ValueError, which the app answers with 400 (bot/listeners/__init__.py)."""
+    value = payload.get(name)
+    if isinstance(value, str) and value:
+        return value
+    if value is None and not required:
+        return ""
+    raise ValueError(f"the payload's {name!r} is not a string")
+
+
 def question_from_event(body: dict, event: dict, bot_user_id: str | None) -> Question | None:
     """The question in a mention or direct message; None for bots (no loops), edits and empty text."""
     if is_from_bot(event, bot_user_id) or event.get("subtype") or not event.get("user"):
         return None
-    text = clean_text(event.get("text") or "", bot_user_id)
+    text = clean_text(text_field(event, "text", required=False), bot_user_id)
     if not text:
         return None
+    ts = text_field(event, "ts")
     return Question(
-        team_id=body.get("team_id") or event.get("team") or "", channel_id=event["channel"],
-        thread_ts=event.get("thread_ts") or event["ts"], ts=event["ts"], user_id=event["user"],
-        text=text, event_id=body.get("event_id"),
+        team_id=text_field(body, "team_id", required=False) or text_field(event, "team", required=False),
+        channel_id=text_field(event, "channel"), thread_ts=text_field(event, "thread_ts", required=False) or ts,
+        ts=ts, user_id=text_field(event, "user"), text=text, event_id=text_field(body, "event_id", required=False) or None,
     )
 
 
@@ -171,17 +182,10 @@ def receive_question(services: Services, question: Question) -> int | None:
     messages = [{"role": "user", "content": services.storable(question.text)}]
 
     def store(session) -> int | None:
-        conversation = get_or_create_conversation(
-            session, "slack", question.team_id, question.channel_id, question.thread_ts
+        return record_question(
+            session, "slack", (question.team_id, question.channel_id, question.thread_ts), messages,
+            user_id=question.user_id, event_id=question.event_id, question_ts=question.ts,
         )
-        interaction = start_interaction(
-            session, conversation, messages, user_id=question.user_id, event_id=question.event_id,
-            question_ts=question.ts,
-        )
-        if interaction is None:
-            return None
-        session.flush()
-        return interaction.id
 
     return transaction_with_retry(services.engine, store, within_s=ACK_STORE_S)
 

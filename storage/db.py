@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -79,10 +80,16 @@ def get_engine(url: str | None = None) -> Engine:
     return _cached_engine(url)
 
 
+_session_factories: WeakKeyDictionary[Engine, sessionmaker] = WeakKeyDictionary()
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    engine = engine or get_engine()
+    factory = _session_factories.get(engine)
+    if factory is None:  # one per engine: each sessionmaker builds a Session class, which costs a lot of CPU
+        factory = _session_factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
 

@@ -47,6 +47,19 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
     )
 
 
+class AdapterSaveError(RuntimeError):
+    """The trained adapter could not be written (disk full, folder not writable): the run fails with it."""
+
+
+def save_adapter(trainer, adapter_path: Path) -> None:
+    # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the result.
+    try:
+        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"])
+        trainer.processing_class.save_pretrained(str(adapter_path))
+    except Exception as exc:  # OSError, or safetensors' own error wrapping one
+        raise AdapterSaveError(f"could not write the adapter to {adapter_path}: {exc}") from exc
+
+
 def median(values: list[float]) -> float | None:
     return sorted(values)[len(values) // 2] if values else None
 
@@ -65,7 +78,5 @@ def fit(
     trainer.train()
     adapter_path = output_dir / "adapter"
     if not callback.cancelled and trainer.accelerator.is_main_process:
-        # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the result.
-        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"])
-        trainer.processing_class.save_pretrained(str(adapter_path))
+        save_adapter(trainer, adapter_path)
     return TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))

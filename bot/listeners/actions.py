@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 
 from bot import blocks
 from bot.answer_queue import AnswerJob
-from bot.answering import ACK_STORE_S, Where, enqueue_answer, post_ephemeral
+from bot.answering import ACK_STORE_S, Where, enqueue_answer, post_ephemeral, text_field
 from bot.services import Services
 from storage.db import session_scope, transaction_with_retry
 from storage.errors import NotFound
@@ -25,7 +25,8 @@ GONE = "Sorry, I can't find that answer any more."
 
 def _where(body: dict) -> Where:
     message = body.get("message") or {}
-    return Where(body["channel"]["id"], message.get("thread_ts") or message.get("ts"), body["user"]["id"])
+    thread = text_field(message, "thread_ts", required=False) or text_field(message, "ts")
+    return Where(text_field(body["channel"], "id"), thread, text_field(body["user"], "id"))
 
 
 def store_vote(services: Services, interaction_id: int, user_id: str, vote: Vote) -> str:
@@ -56,7 +57,7 @@ def open_better_answer(services: Services, client: WebClient, interaction_id: in
 def register(app: App, services: Services) -> None:
     @app.action(blocks.VOTE_ACTION)
     def vote(ack: Ack, body: dict, client: WebClient) -> None:
-        choice, _, interaction_id = body["actions"][0]["value"].partition(":")
+        choice, _, interaction_id = text_field(body["actions"][0], "value").partition(":")
         where = _where(body)
         reply = store_vote(services, int(interaction_id), where.user_id, Vote(choice))  # before the ack
         ack()
@@ -71,5 +72,6 @@ def register(app: App, services: Services) -> None:
     @app.action(blocks.RETRY_ACTION)
     def try_again(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
         ack()
-        job = AnswerJob(int(body["actions"][0]["value"]), context.bot_user_id, replace_ts=body["message"]["ts"])
+        job = AnswerJob(int(body["actions"][0]["value"]), context.bot_user_id,
+                        replace_ts=text_field(body["message"], "ts"))
         enqueue_answer(services, client, job, _where(body))

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.blocks import ANSWER_EVENT
+
 TEAM_ID, BOT_USER_ID, BOT_ID, APP_ID = "T0FLYWHEEL", "U0FLYBOT", "B0FLYBOT", "A0FLYWHEEL"
 MARKDOWN_CHARS = 12_000  # what one chat.*Stream call may carry
 
@@ -72,6 +74,17 @@ class SlackStub:
         with self._lock:
             self.messages.append({**message, "channel": channel})
         return message
+
+    def answers_by_thread(self) -> dict[str, list[dict[str, Any]]]:
+        """Thread ts -> the bot's finished answers in it: messages with the answer metadata and the thumbs
+        (a streamed answer gets both when it stops; an apology has neither)."""
+        by_thread: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for message in self.messages:
+                finished = any(block.get("type") == "context_actions" for block in message.get("blocks") or [])
+                if finished and message.get("metadata", {}).get("event_type") == ANSWER_EVENT:
+                    by_thread.setdefault(message.get("thread_ts"), []).append(message)
+        return by_thread
 
     def calls_to(self, method: str | tuple[str, ...]) -> list[Call]:
         """The calls to `method` (or to any of several)."""

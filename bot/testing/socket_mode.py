@@ -27,6 +27,7 @@ HELLO = {
 class SocketModeStub:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []  # what the app sent, in order
+        self.acked_at: dict[str, float] = {}  # envelope id -> time.time() its ack arrived
         self.connected, self.disconnected = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         self._connection: ServerConnection | None = None
@@ -52,8 +53,11 @@ class SocketModeStub:
         self.connected.set()
         try:
             for frame in connection:
+                message = json.loads(frame)
                 with self._lock:
-                    self.received.append(json.loads(frame))
+                    self.received.append(message)
+                    if "envelope_id" in message:
+                        self.acked_at.setdefault(message["envelope_id"], time.time())
         except ConnectionClosed:
             pass  # slack_sdk's built-in client closes its socket without a closing handshake
         self.disconnected.set()
