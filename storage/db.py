@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +83,7 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 _session_factories: WeakKeyDictionary[Engine, sessionmaker] = WeakKeyDictionary()
+_sqlite_writers: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
 
 
 @contextmanager
@@ -90,8 +93,20 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     factory = _session_factories.get(engine)
     if factory is None:  # one per engine: each sessionmaker builds a Session class, which costs a lot of CPU
         factory = _session_factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
-    with factory() as session, session.begin():
+    with _one_writer(engine), factory() as session, session.begin():
         yield session
+
+
+def _one_writer(engine: Engine) -> contextlib.AbstractContextManager:
+    """SQLite runs one transaction at a time (they are all IMMEDIATE) and makes the others poll for the lock
+    with sleeps of up to 100 ms: under a burst of a hundred threads that is seconds of waiting. The threads
+    of one process queue on a lock instead, handed over at once; other processes still wait on SQLite's."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    lock = _sqlite_writers.get(engine)
+    if lock is None:
+        lock = _sqlite_writers.setdefault(engine, threading.RLock())
+    return lock
 
 
 def is_transient(exc: DBAPIError) -> bool:

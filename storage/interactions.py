@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -154,48 +154,49 @@ def waiting_interactions(session: Session, source: str, since: datetime) -> list
     return list(session.scalars(query))
 
 
+@lru_cache(maxsize=4)
+def _vote_upsert(dialect_name: str):
+    """One statement, atomic on both backends: concurrent clicks of the same user cannot add a second row.
+    Built once per dialect (a burst of votes runs it a hundred times at once)."""
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert
+    columns = ("interaction_id", "user_id", "vote", "comment", "created_at", "updated_at")
+    upsert = insert(Feedback.__table__).values({name: bindparam(name) for name in columns})
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["interaction_id", "user_id"],
+        set_={name: upsert.excluded[name] for name in ("vote", "comment", "updated_at")},
+    )
+    return upsert.returning(Feedback.__table__.c.id)
+
+
 def record_vote(
     session: Session, interaction_id: int, user_id: str, vote: Vote, comment: str | None = None
 ) -> tuple[Feedback, list[PreferencePair]]:
     """One vote per (interaction, user): a second click changes it. Returns the vote and any new
     vote-contrast pairs (the same prompt answered twice, one answer up and the other down)."""
     interaction = get_interaction(session, interaction_id)
-    values = dict(interaction_id=interaction_id, user_id=user_id, vote=vote.value, comment=comment)
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(Feedback).values(**values)
-    # One statement, atomic on both backends: concurrent clicks of the same user cannot add a second row.
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["interaction_id", "user_id"],
-        set_={"vote": vote.value, "comment": comment, "updated_at": utcnow()},
-    )
-    session.execute(upsert)
-    feedback = session.scalar(select(Feedback).filter_by(interaction_id=interaction_id, user_id=user_id))
-    session.refresh(feedback)
+    now = utcnow()
+    values = dict(interaction_id=interaction_id, user_id=user_id, vote=vote, comment=comment, created_at=now,
+                  updated_at=now)
+    feedback_id = session.connection().execute(_vote_upsert(session.get_bind().dialect.name), values).scalar_one()
+    feedback = session.get(Feedback, feedback_id, populate_existing=True)
     return feedback, _vote_contrast_pairs(session, interaction)
-
-
-def _net_vote(session: Session, interaction_id: int) -> int:
-    votes = session.scalars(select(Feedback.vote).where(Feedback.interaction_id == interaction_id))
-    return sum(1 if v is Vote.up else -1 for v in votes)
 
 
 def _vote_contrast_pairs(session: Session, interaction: Interaction) -> list[PreferencePair]:
     """Pair this answer with other answers to the same prompt whose net vote has the opposite sign."""
-    mine = _net_vote(session, interaction.id)
-    if mine == 0 or interaction.status is not InteractionStatus.ok:
+    if interaction.status is not InteractionStatus.ok:
         return []
-    siblings = session.scalars(
-        select(Interaction).where(
-            Interaction.prompt_hash == interaction.prompt_hash,
-            Interaction.id != interaction.id,
-            Interaction.status == InteractionStatus.ok,
-            Interaction.answer != interaction.answer,
-        )
-    )
+    net = func.sum(case((Feedback.vote == Vote.up, 1), else_=-1))
+    nets = dict(session.execute(  # this answer's and its siblings' net votes, in one query
+        select(Interaction.id, net).join(Feedback, Feedback.interaction_id == Interaction.id)
+        .where(Interaction.prompt_hash == interaction.prompt_hash, Interaction.status == InteractionStatus.ok)
+        .group_by(Interaction.id)
+    ).all())
+    mine = nets.pop(interaction.id, 0)
+    opposite = [other for other, theirs in nets.items() if theirs * mine < 0]
     pairs = []
-    for other in siblings:
-        theirs = _net_vote(session, other.id)
-        if theirs * mine >= 0:
+    for other in session.scalars(select(Interaction).where(Interaction.id.in_(opposite))) if opposite else []:
+        if other.answer == interaction.answer:
             continue
         chosen, rejected = (interaction, other) if mine > 0 else (other, interaction)
         pair = create_pair(

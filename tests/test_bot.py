@@ -36,6 +36,7 @@ from slack_support import (
     posted,
     rows,
     thumb,
+    vote,
     wait_for_reply,
 )
 from vllm_fixture import free_port
@@ -326,3 +327,19 @@ def test_opening_an_assistant_thread_greets_and_suggests_prompts(bot_without_mod
     assert len(prompts.params["prompts"]) == 3
     [greeting] = slack.wait_for("chat.postMessage")
     assert greeting.params["thread_ts"] == thread["thread_ts"]
+
+
+@pytest.mark.vllm
+def test_slack_answering_429_and_5xx_delays_the_answer_but_loses_nothing(bot, slack):
+    slack.fail("chat.startStream", 429)  # rate limited: wait Retry-After (1 s), then again
+    slack.fail("chat.stopStream", 503, 500)  # broken for a moment: retried with backoff
+    slack.fail("chat.postEphemeral", 429)
+    answer = ask(bot, slack)
+    assert "Paris" in answer["text"] and element(answer, blocks.VOTE_ACTION)
+    assert [c.method for c in slack.refused] == ["chat.startStream", "chat.stopStream", "chat.stopStream"]
+    assert len(slack.answers_by_thread()[answer["thread_ts"]]) == 1  # one answer, not one per retry
+    [interaction] = eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts])
+    assert interaction.message_ts == answer["ts"] and interaction.answer == answer["text"]
+    vote(bot, BOB, answer, "up")
+    [confirmation] = slack.wait_for("chat.postEphemeral")
+    assert confirmation.params["text"] == blocks.vote_confirmation("up") and len(slack.refused) == 4

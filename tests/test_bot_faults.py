@@ -1,18 +1,25 @@
 """Faults a team meets in its first month, with the real parts: vLLM killed in the middle of a streamed answer,
-and PostgreSQL restarted during a burst of questions and votes. What the user sees, and what is kept."""
+PostgreSQL restarted during a burst of questions and votes, the bot killed right after acking a burst. What
+the user sees, and what is kept."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 
+import httpx
 import pytest
 from postgres_server import PrivatePostgres
-from slack_stub import BOT_USER_ID, RunningBot, SlackStub, app_mention, block_actions, event_callback
-from slack_support import ALICE, CHANNEL, TOKEN, bot_settings, button, eventually, posted, rows, thumb
+from slack_stub import BOT_USER_ID, RunningBot, SlackStub, app_mention, block_actions, event_callback, signed_headers
+from slack_support import ALICE, CHANNEL, SECRET, TOKEN, bot_settings, button, eventually, posted, rows, thumb
+from sqlalchemy import select
 from test_bot import down_url
+from test_bot_burst import at_once, mentions
+from test_bot_cli import bot_process, wait_until_listening
+from vllm_fixture import free_port
 
 from bot import blocks
 from storage.db import make_engine, session_scope, upgrade
@@ -33,7 +40,7 @@ def test_vllm_killed_mid_answer_closes_the_stream_apologises_and_try_again_answe
     if vllm_server.supervisor is None:
         pytest.skip("FLYWHEEL_TEST_VLLM_URL points at a server this session does not supervise")
     supervisor, restarts = vllm_server.supervisor, vllm_server.supervisor.restarts
-    settings = bot_settings(tmp_path, sqlite_url, base_model_dir, slack, vllm_server.url, max_answer_tokens=400)
+    settings = bot_settings(tmp_path, sqlite_url, base_model_dir, slack, vllm_server.url, max_answer_tokens=60)
     with RunningBot(settings) as bot:
         question = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> Write a long story about a lighthouse "
                                                       "keeper, at least 300 words.")
@@ -54,7 +61,7 @@ def test_vllm_killed_mid_answer_closes_the_stream_apologises_and_try_again_answe
         bot.send_interaction(block_actions(ALICE, CHANNEL, apology, button(apology, blocks.RETRY_ACTION)))
         [answered] = eventually(lambda: [i for i in rows(bot, Interaction) if i.status is InteractionStatus.ok],
                                 timeout=300)
-    assert answered.id == failed.id and len(answered.answer) > 100
+    assert answered.id == failed.id and len(answered.answer) > 60
     assert slack.messages[-1]["ts"] == apology["ts"] == answered.message_ts  # answered in place of the apology
 
 
@@ -131,3 +138,50 @@ def test_postgres_restarting_during_a_burst_loses_no_acknowledged_question_or_vo
             assert {i.event_id for i in rows(bot, Interaction) if i.event_id} == {q["event_id"] for q in questions}
     finally:
         server.stop()
+
+
+@pytest.mark.vllm
+def test_a_bot_killed_right_after_acking_a_burst_answers_every_question_when_it_starts_again(
+    tmp_path, sqlite_url, slack, vllm_server
+):
+    port = free_port()
+    env = {"FLYWHEEL_BOT_MODE": "http", "FLYWHEEL_BOT_PORT": str(port), "FLYWHEEL_DATABASE_URL": sqlite_url,
+           "FLYWHEEL_SLACK_API_URL": slack.url, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+           "FLYWHEEL_VLLM_URL": vllm_server.url, "FLYWHEEL_ANSWER_WORKERS": "1", "FLYWHEEL_MAX_ANSWER_TOKENS": "8",
+           "FLYWHEEL_HOME": str(tmp_path / "home")}
+    url = f"http://127.0.0.1:{port}/slack/events"
+
+    def post(event: dict) -> httpx.Response:
+        body = json.dumps(event)
+        return httpx.post(url, content=body, headers=signed_headers(SECRET, body, "application/json"), timeout=30)
+
+    first = bot_process(tmp_path, env)
+    try:
+        wait_until_listening(url, first)
+        events = mentions(slack, 1, 10)
+        assert [r.status_code for r in at_once(post, events)] == [200] * 10
+    finally:
+        first.kill()  # no goodbye: whatever it had in memory is gone
+        first.wait()
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as session:
+        waiting = session.scalars(select(Interaction).where(Interaction.status == InteractionStatus.pending)).all()
+    assert len(waiting) >= 5  # most questions were acked and stored, but not answered yet
+
+    second = bot_process(tmp_path, env)
+    try:
+        threads = {e["event"]["ts"] for e in events}
+
+        def all_answered() -> bool:
+            with session_scope(engine) as session:
+                done = session.scalars(select(Interaction).where(Interaction.status == InteractionStatus.ok,
+                                                                 Interaction.message_ts.is_not(None))).all()
+            return {i.question_ts for i in done} == threads
+
+        eventually(all_answered, timeout=300)
+    finally:
+        second.terminate()
+        output = second.communicate(timeout=60)[0]
+        engine.dispose()
+    assert "resumed" in output
+    assert sorted(len(slack.answers_by_thread()[thread]) for thread in threads) == [1] * 10

@@ -19,6 +19,10 @@ from storage.runs import finish_run, queue_run
 from storage.users import Actor, Role, require_role
 from training.config import TrainConfig
 
+# Training is batch work: when it shares the cores with the bot, the dashboard and vLLM (nice 5 on the CPU,
+# serving/engine.py), they come first, and it still gets every cycle they leave.
+TRAINING_NICE = 10
+
 
 def settings_env(settings) -> dict[str, str]:
     """The settings as FLYWHEEL_* variables, so the child process sees exactly these settings."""
@@ -55,11 +59,13 @@ def spawn_run(settings, run_id: int, env: dict[str, str] | None = None) -> subpr
     log_path = settings.logs_dir / f"run-{run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             run_command(settings, run_id, log_path), stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True,  # survives the parent; Ctrl-C there does not stop it
             env={**os.environ, **settings_env(settings), **gpu_env(settings), **(env or {})},
         )
+    os.setpriority(os.PRIO_PROCESS, process.pid, TRAINING_NICE)  # the processes it starts inherit it
+    return process
 
 
 def queue(engine: Engine, settings, actor: Actor, kind: RunKind, overrides: dict[str, Any]) -> int:

@@ -42,6 +42,9 @@ class SlackStub:
         self.calls: list[Call] = []
         self.messages: list[dict[str, Any]] = []  # every channel's messages, with "channel" added
         self._streams: set[tuple[str, str]] = set()  # (channel, ts) of messages being streamed
+        self._failures: dict[str, list[int]] = {}  # method -> HTTP statuses to answer its next calls with
+        self._retry_after = "1"
+        self.refused: list[Call] = []  # calls answered with a failure
         self._lock = threading.Lock()
         self._clock = 1_700_000_000.0
         self._server = BurstServer(("127.0.0.1", 0), self._handler_class())
@@ -85,6 +88,22 @@ class SlackStub:
                 if finished and message.get("metadata", {}).get("event_type") == ANSWER_EVENT:
                     by_thread.setdefault(message.get("thread_ts"), []).append(message)
         return by_thread
+
+    def fail(self, method: str, *statuses: int, retry_after_s: int = 1) -> None:
+        """Answer the next calls to `method` with these HTTP statuses, as Slack does when it is busy (429,
+        with Retry-After) or broken (5xx); the calls after them are served as usual."""
+        with self._lock:
+            self._failures.setdefault(method, []).extend(statuses)
+            self._retry_after = str(retry_after_s)
+
+    def _next_failure(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            statuses = self._failures.get(method)
+            if not statuses:
+                return 200, {}
+            status = statuses.pop(0)
+            self.refused.append(Call(method, params, None, time.time()))
+        return status, {"Retry-After": self._retry_after} if status == 429 else {}
 
     def calls_to(self, method: str | tuple[str, ...]) -> list[Call]:
         """The calls to `method` (or to any of several)."""
@@ -224,12 +243,16 @@ class SlackStub:
                         params.update(parse_qsl(body.decode()))
                 auth = self.headers.get("Authorization", "")
                 token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else params.pop("token", None)
-                reply = json.dumps(stub._handle(parts.path.removeprefix("/api/"), params, token)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(reply)))
+                method = parts.path.removeprefix("/api/")
+                status, headers = stub._next_failure(method, params)
+                reply = stub._handle(method, params, token) if status == 200 else {"ok": False, "error": "failed"}
+                body = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json; charset=utf-8",
+                                    "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(reply)
+                self.wfile.write(body)
 
             def do_GET(self):  # noqa: N802 - the stdlib's name
                 self._serve(b"")
