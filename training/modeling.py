@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from serving.gpu_memory import ModelShape, check_room, run_need
 from training.config import TrainConfig
 
 
@@ -50,3 +52,22 @@ def load_policy(model_dir: Path, cfg: TrainConfig, adapter_path: Path | None):
     if adapter_path is None:
         return model, lora_config(cfg)
     return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True), None
+
+
+def require_gpu_room(model_dir: Path, cfg: TrainConfig, what: str) -> None:
+    """Refuse (InsufficientGPUMemory) a CUDA run that would not fit beside what already holds the GPU
+    (vLLM, mostly): better a clear failure now than running out of memory halfway."""
+    if cfg.resolved_device != "cuda":
+        return
+    need = run_need(ModelShape.read(model_dir), qlora=cfg.use_qlora, batch_size=cfg.batch_size,
+                    max_length=cfg.max_length, lora_r=cfg.lora_r, target_modules=cfg.target_modules)
+    free, total = torch.cuda.mem_get_info()
+    check_room(need, free, total, what)
+
+
+def release_memory() -> None:
+    """Give the memory of models that went out of scope back (the trainer holds reference cycles), so that
+    evaluation after training reuses it instead of adding to the process's peak."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

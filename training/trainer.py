@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from training.callbacks import ProgressCallback, Reporter
 from training.config import TrainConfig
-from training.modeling import load_policy, load_tokenizer
+from training.modeling import load_policy, load_tokenizer, release_memory
 
 
 @dataclass
@@ -68,4 +68,7 @@ def fit(
         # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the result.
         trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"])
         trainer.processing_class.save_pretrained(str(adapter_path))
-    return TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))
+    result = TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))
+    del trainer, model
+    release_memory()
+    return result
