@@ -28,6 +28,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 on CUDA, fp32 on the CPU
     max_steps: int = -1
     seed: int = 0
+    liger_kernels: bool = False  # Liger's Triton RMSNorm / RoPE / SwiGLU kernels (CUDA, liger-kernel installed)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> TrainConfig:

@@ -41,6 +41,7 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
         save_strategy="no",
         report_to=[],
         include_num_input_tokens_seen=True,
+        use_liger_kernel=cfg.liger_kernels,
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -64,11 +65,18 @@ def fit(
     )
     trainer.train()
     adapter_path = output_dir / "adapter"
-    if not callback.cancelled and trainer.accelerator.is_main_process:
-        # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the result.
-        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"])
-        trainer.processing_class.save_pretrained(str(adapter_path))
+    if not callback.cancelled:
+        save_adapter(trainer, adapter_path)
     result = TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))
     del trainer, model
     release_memory()
     return result
+
+
+def save_adapter(trainer, path: Path) -> None:
+    """Rank 0 saves only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the
+    result. Under FSDP every rank first takes part in gathering the full state dict from the shards."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(str(path), selected_adapters=["default"], state_dict=state_dict)
+        trainer.processing_class.save_pretrained(str(path))

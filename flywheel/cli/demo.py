@@ -71,10 +71,17 @@ def summary(result) -> str:
             f"time: {timings}")
 
 
-def demo(home: Optional[Path] = typer.Option(None, help="The demo's own folder (wiped each time); default HOME/demo.")) -> None:
+def demo(
+    home: Optional[Path] = typer.Option(None, help="The demo's own folder (wiped each time); default HOME/demo."),
+    base_model: Optional[Path] = typer.Option(
+        None, "--base-model", help="A local Hugging Face model folder to turn the loop with (default: "
+        "FLYWHEEL_BASE_MODEL_PATH, else the bundled model)."),
+) -> None:
     from training.demo import run_demo
 
     config = settings()
+    if base_model is not None:
+        config = config.model_copy(update={"base_model_path": base_model})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
