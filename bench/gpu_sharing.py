@@ -76,14 +76,17 @@ def summarize(probes: list[dict]) -> dict:
                   "itl_p99_ms": max(r["itl_ms"]["p99"] for r in rows)} for key, rows in groups.items()}
 
 
-def wait(engine, run_id: int, timeout_s: float, each=lambda run: None):
+def wait(engine, run_id: int, timeout_s: float, each=lambda phase: None):
+    """Until the run ends, call `each` with its phase, outside any transaction: a read kept open on SQLite
+    would stop the run process from writing its steps."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with session_scope(engine) as session:
             run = get_run(session, run_id)
             if run.status in TERMINAL:
                 return run.status.value, run.error, dict(run.eval_metrics or {}), run.pid
-            each(run)
+            current = phase(run)
+        each(current)
         time.sleep(0.2)
     raise TimeoutError(f"run {run_id} did not finish in {timeout_s:.0f} s")
 
@@ -97,9 +100,9 @@ def run_beside_vllm(settings, url: str, *, pairs: int, overrides: dict, timeout_
     sampler.start()
     run_id = start_run_now(settings, ADMIN, overrides=overrides)
 
-    def measure(run) -> None:
+    def measure(current: str) -> None:
         for concurrency in PROBES:
-            probes.append({"phase": phase(run), "concurrency": concurrency, **probe(url, settings.system_prompt, concurrency)})
+            probes.append({"phase": current, "concurrency": concurrency, **probe(url, settings.system_prompt, concurrency)})
 
     status, error, metrics, pid = wait(engine, run_id, timeout_s, measure)
     peaks = sampler.stop()

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefix-caching", action="store_true", help="TTFT with the prefix cache used vs bypassed.")
     parser.add_argument("--bandwidth-tbs", type=float, help="GPU memory bandwidth (TB/s): report decode against the weight-streaming limit.")
     parser.add_argument("--skip-transformers", action="store_true", help="Measure vLLM only.")
+    parser.add_argument("--deadline-s", type=float, help="Start no further server after this many seconds, minus --server-s.")
+    parser.add_argument("--server-s", type=float, default=240, help="Seconds one server takes to start and be measured.")
     parser.add_argument("--out", type=Path, default=Path("bench-serving.json"), help="Where to write the JSON results.")
     return parser.parse_args(argv)
 
@@ -360,7 +362,11 @@ def start_server(settings, model_dir: Path, log_path: Path) -> tuple[VLLMServer,
 
 def run_servers(args: argparse.Namespace, report: dict, base_settings, model_dir: Path, adapter: Path) -> None:
     """Each configuration on its own server (or the running one), measured and saved in turn."""
+    deadline = time.monotonic() + (args.deadline_s or float("inf"))
     for label in args.servers.split(","):
+        if time.monotonic() + args.server_s > deadline:
+            report.setdefault("skipped", []).append(label)
+            continue
         settings = server_settings(base_settings, label, args.vllm_url)
         server, row = (None, {}) if args.vllm_url else start_server(
             settings, model_dir, args.out.with_suffix(f".{label}.vllm.log"))
