@@ -43,6 +43,7 @@ def test_an_8b_shaped_model_in_qlora_needs_a_third_of_lora_bf16(tmp_path):
     assert round(lora.weights / 1e9, 2) == 14.76  # bf16: 2 bytes a parameter
     assert round(qlora.weights / 1e9, 2) == 4.41  # NF4 layers (4.127 bits a parameter), bf16 embeddings
     assert qlora.activations == lora.activations and qlora.total < 12 * GIB < 20 * GIB < lora.total
+    assert qlora.total > 11_142 * 2**20  # what the whole QLoRA run process took on an H200 (nvidia-smi)
     longer = run_need(shape, qlora=True, **{**plan, "max_length": 2048})
     assert longer.activations == 2 * qlora.activations and longer.total > qlora.total
 
@@ -68,7 +69,7 @@ def test_vllm_share_leaves_room_for_the_planned_run(tmp_path):
         left = total * (1 - plan.share)
         need = run_need(ModelShape.read(tmp_path), qlora=qlora, batch_size=4, max_length=1024, lora_r=16,
                         target_modules=QKVO).total
-        assert need < left <= max(need + GIB, 0.1 * total) and "stay for a training run" in plan.note
+        assert need + 2 * GIB < left <= max(need + 3 * GIB, 0.1 * total) and "stay for a training run" in plan.note
     tiny = load_settings(home=tmp_path, qlora=True, batch_size=1, max_length=64)
     assert vllm_share(tiny, tmp_path, total_bytes=total).share == 0.9  # never more than vLLM's own default
     explicit = load_settings(home=tmp_path, vllm_gpu_memory_utilization=0.5)

@@ -41,7 +41,7 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
         save_strategy="no",
         report_to=[],
         include_num_input_tokens_seen=True,
-        use_liger_kernel=cfg.liger_kernels,
+        use_liger_kernel=cfg.use_liger,
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
