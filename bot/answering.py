@@ -1,9 +1,10 @@
-"""The answering flow: a Slack question -> thread context -> stored interaction -> model -> answer streamed
-into the thread (bot/streaming.py).
+"""The answering flow. A listener stores the question before Slack is acked (`receive_question`) and puts
+it in line (`enqueue_answer`); a worker of the answer queue then reads the thread for context, asks the
+model and streams the answer into the thread (`answer_job`, bot/streaming.py), and records it once, complete.
 
-Runs after Slack has been acked (a lazy listener), so generation may take as long as the model needs.
-The interaction is stored before the model is asked: a failed generation still leaves the question,
-and a redelivered event (same event id) finds it and stops there.
+A question acked is a question stored: a failed generation leaves it marked failed with Try again, a full
+queue likewise (with the reason), and one a stopped bot left unanswered is answered at the next start
+(`resume_waiting`). A redelivered event (same event id) finds the stored question and stops there.
 """
 
 from __future__ import annotations
@@ -13,24 +14,27 @@ import logging
 import re
 from dataclasses import dataclass
 
+from datetime import timedelta
+
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
-from bot.ratelimit import Decision
+from bot.answer_queue import AnswerJob, QueueFull
 from bot.services import Services
 from bot.streaming import answer_stream
 from serving.client import ModelUnavailable, answer
-from storage.db import session_scope
+from storage.db import session_scope, transaction_with_retry
 from storage.interactions import (
     complete_interaction,
     fail_interaction,
     get_interaction,
-    get_or_create_conversation,
+    record_question,
     set_message_ts,
-    start_interaction,
+    set_prompt_messages,
+    waiting_interactions,
 )
-from storage.models import InteractionStatus
+from storage.models import InteractionStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ TOKENS_PER_MESSAGE = 8  # chat-template overhead of one message
 MAX_THREAD_PAGES = 10
 THINKING = "is thinking…"
 RATE_LIMITED = "You're asking faster than I can think: please wait a minute and ask again."
+ACK_STORE_S = 2.0  # Slack waits 3 s for the ack: retries of a question's store end before that
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,29 @@ def is_from_bot(event: dict, bot_user_id: str | None) -> bool:
     return bool(event.get("bot_id") or event.get("subtype") == "bot_message" or event.get("user") == bot_user_id)
 
 
+def text_field(payload: dict, name: str, *, required: bool = True) -> str:
+    """A string field of a Slack payload. A signed payload whose field is missing or of another type is
+    malformed: ValueError, which the app answers with 400 (bot/listeners/__init__.py)."""
+    value = payload.get(name)
+    if isinstance(value, str) and value:
+        return value
+    if value is None and not required:
+        return ""
+    raise ValueError(f"the payload's {name!r} is not a string")
+
+
 def question_from_event(body: dict, event: dict, bot_user_id: str | None) -> Question | None:
     """The question in a mention or direct message; None for bots (no loops), edits and empty text."""
     if is_from_bot(event, bot_user_id) or event.get("subtype") or not event.get("user"):
         return None
-    text = clean_text(event.get("text") or "", bot_user_id)
+    text = clean_text(text_field(event, "text", required=False), bot_user_id)
     if not text:
         return None
+    ts = text_field(event, "ts")
     return Question(
-        team_id=body.get("team_id") or event.get("team") or "", channel_id=event["channel"],
-        thread_ts=event.get("thread_ts") or event["ts"], ts=event["ts"], user_id=event["user"],
-        text=text, event_id=body.get("event_id"),
+        team_id=text_field(body, "team_id", required=False) or text_field(event, "team", required=False),
+        channel_id=text_field(event, "channel"), thread_ts=text_field(event, "thread_ts", required=False) or ts,
+        ts=ts, user_id=text_field(event, "user"), text=text, event_id=text_field(body, "event_id", required=False) or None,
     )
 
 
@@ -126,89 +143,121 @@ def _as_turn(message: dict, bot_user_id: str | None) -> dict[str, str] | None:
     return {"role": "user", "content": text} if text else None
 
 
-def thread_history(client: WebClient, question: Question, bot_user_id: str | None) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Where:
+    """Where an answer goes, and to whom."""
+
+    channel_id: str
+    thread_ts: str
+    user_id: str
+    team_id: str = ""
+
+
+def thread_history(
+    client: WebClient, where: Where, question_ts: str, bot_user_id: str | None
+) -> list[dict[str, str]]:
     """The thread before the question, as chat turns (the bot's answers as the assistant's)."""
-    if question.thread_ts == question.ts:
-        return []
     earlier: list[dict] = []
     try:
         pages = client.conversations_replies(
-            channel=question.channel_id, ts=question.thread_ts, limit=200, include_all_metadata=True
+            channel=where.channel_id, ts=where.thread_ts, limit=200, include_all_metadata=True
         )
         for number, page in enumerate(pages):
-            earlier += [m for m in page["messages"] if float(m["ts"]) < float(question.ts)]
+            earlier += [m for m in page["messages"] if float(m["ts"]) < float(question_ts)]
             if number + 1 >= MAX_THREAD_PAGES:
                 break
     except SlackApiError as exc:
-        log.warning("could not read thread %s: %s", question.thread_ts, exc.response.get("error"))
+        log.warning("could not read thread %s: %s", where.thread_ts, exc.response.get("error"))
     turns = [turn for turn in (_as_turn(m, bot_user_id) for m in earlier) if turn]
     return _merge_turns(turns)
 
 
-# --- the flow ------------------------------------------------------------------------------------
+# --- receiving: in the listener, before the ack --------------------------------------------------
 
 
-def answer_question(services: Services, client: WebClient, question: Question, bot_user_id: str | None) -> None:
-    decision = services.limiter.check(question.user_id, question.event_id)
-    if decision is Decision.seen:
-        return
-    if decision is Decision.deny:
-        post_ephemeral(client, question.channel_id, question.user_id, question.thread_ts, RATE_LIMITED)
-        return
-    history = thread_history(client, question, bot_user_id)
-    turns = _merge_turns(history + [{"role": "user", "content": question.text}])
-    messages = [
-        {"role": m["role"], "content": services.storable(m["content"])}
-        for m in fit_to_context(turns, context_budget(services.settings))
-    ]
-    with session_scope(services.engine) as session:
-        conversation = get_or_create_conversation(
-            session, "slack", question.team_id, question.channel_id, question.thread_ts
+def receive_question(services: Services, question: Question) -> int | None:
+    """Store the question; returns its interaction id, or None when the event was delivered before.
+    A database that is restarting is retried for a moment; if it stays down this raises, Slack is not
+    acked and delivers the event again later."""
+    messages = [{"role": "user", "content": services.storable(question.text)}]
+
+    def store(session) -> int | None:
+        return record_question(
+            session, "slack", (question.team_id, question.channel_id, question.thread_ts), messages,
+            user_id=question.user_id, event_id=question.event_id, question_ts=question.ts,
         )
-        interaction = start_interaction(
-            session, conversation, messages, user_id=question.user_id, event_id=question.event_id
-        )
-        if interaction is None:
-            log.info("event %s was delivered again: answered already", question.event_id)
-            return
-        session.flush()
-        interaction_id = interaction.id
-    _show_thinking(client, question.channel_id, question.thread_ts)
-    generate_and_post(services, client, interaction_id, question.channel_id, question.thread_ts)
+
+    return transaction_with_retry(services.engine, store, within_s=ACK_STORE_S)
 
 
-def retry_answer(services: Services, client: WebClient, interaction_id: int, channel_id: str, message_ts: str) -> None:
-    """The "Try again" button: answer the stored question again, in place of the apology."""
+def enqueue_answer(services: Services, client: WebClient, job: AnswerJob, where: Where) -> None:
+    """Put the question in line; an asker who has to wait is told where they are, and one beyond the
+    queue's bound is told the bot is busy (the question stays stored, with Try again)."""
+    try:
+        place = services.answers.submit(job)
+    except QueueFull as full:
+        services.in_background(refuse_busy, services, client, job, where, str(full))
+        return
+    if place:
+        services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
+                               blocks.queued_notice(place))
+
+
+def refuse_busy(services: Services, client: WebClient, job: AnswerJob, where: Where, reason: str) -> None:
     with session_scope(services.engine) as session:
-        interaction = get_interaction(session, interaction_id)
+        fail_interaction(session, job.interaction_id, f"busy: {reason}")
+    _offer_retry(services, client, blocks.busy_blocks(job.interaction_id), where, job.replace_ts)
+
+
+# --- answering: on a worker of the answer queue ---------------------------------------------------
+
+
+def answer_job(services: Services, client: WebClient, job: AnswerJob) -> None:
+    """Answer one stored question in its thread (in place of `job.replace_ts` for Try again)."""
+    with session_scope(services.engine) as session:
+        interaction = get_interaction(session, job.interaction_id)
         if interaction.status is InteractionStatus.ok:
-            return  # a second click after the answer arrived
-        thread_ts = interaction.conversation.thread_ts
-    _show_thinking(client, channel_id, thread_ts)
-    generate_and_post(services, client, interaction_id, channel_id, thread_ts, replace_ts=message_ts)
+            return  # a second Try again after the answer arrived
+        conversation = interaction.conversation
+        where = Where(conversation.channel_id, conversation.thread_ts, interaction.user_id, conversation.team_id)
+        messages, question_ts = interaction.prompt_messages, interaction.question_ts
+    if len(messages) == 1:  # the question alone: read its thread and fit both to the context, once
+        messages = _prompt_with_thread(services, client, where, messages, question_ts, job.bot_user_id)
+        with session_scope(services.engine) as session:
+            set_prompt_messages(session, job.interaction_id, messages)
+    _show_thinking(client, where)
+    generate_and_post(services, client, job.interaction_id, messages, where, replace_ts=job.replace_ts)
+
+
+def _prompt_with_thread(
+    services: Services, client: WebClient, where: Where, question: list[dict[str, str]], question_ts: str | None,
+    bot_user_id: str | None,
+) -> list[dict[str, str]]:
+    history = []
+    if question_ts and question_ts != where.thread_ts:
+        history = [{**turn, "content": services.storable(turn["content"])}
+                   for turn in thread_history(client, where, question_ts, bot_user_id)]
+    return fit_to_context(_merge_turns(history + question), context_budget(services.settings))
 
 
 def generate_and_post(
-    services: Services, client: WebClient, interaction_id: int, channel_id: str, thread_ts: str,
+    services: Services, client: WebClient, interaction_id: int, messages: list[dict[str, str]], where: Where,
     *, replace_ts: str | None = None,
 ) -> None:
     """Stream the answer into the thread (in place of `replace_ts`, if given) and record it once, complete."""
-    with session_scope(services.engine) as session:
-        interaction = get_interaction(session, interaction_id)
-        messages, user_id, team_id = interaction.prompt_messages, interaction.user_id, interaction.conversation.team_id
     stream = answer_stream(
-        services.settings, client, interaction_id, channel_id, thread_ts, user_id=user_id, team_id=team_id,
-        replace_ts=replace_ts,
+        services.settings, services.pacer, client, interaction_id, where.channel_id, where.thread_ts,
+        user_id=where.user_id, team_id=where.team_id, replace_ts=replace_ts,
     )
     try:
-        reply = answer(services.settings, messages, user_id=user_id, on_token=stream.write)
+        reply = answer(services.settings, messages, user_id=where.user_id, on_token=stream.write)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the question stays stored as failed
         if not isinstance(exc, ModelUnavailable):
             log.exception("answering interaction %s failed", interaction_id)
         stream.abort()
         with session_scope(services.engine) as session:
             fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}")
-        _post_unavailable(client, interaction_id, channel_id, thread_ts, replace_ts)
+        _offer_retry(services, client, blocks.unavailable_blocks(interaction_id), where, replace_ts)
         return
     with session_scope(services.engine) as session:
         complete_interaction(
@@ -221,24 +270,40 @@ def generate_and_post(
         set_message_ts(session, interaction_id, last_ts)
 
 
-def _post_unavailable(
-    client: WebClient, interaction_id: int, channel_id: str, thread_ts: str, replace_ts: str | None
-) -> None:
-    page = blocks.unavailable_blocks(interaction_id)
+def resume_waiting(services: Services, client: WebClient) -> int:
+    """Put back in line the questions a stopped bot stored but never answered (within the resume window)."""
+    since = utcnow() - timedelta(minutes=services.settings.resume_window_minutes)
+    with session_scope(services.engine) as session:
+        ids = [interaction.id for interaction in waiting_interactions(session, "slack", since)]
+    if not ids:
+        return 0
+    bot_user_id = client.auth_test()["user_id"]
+    for interaction_id in ids:
+        try:
+            services.answers.submit(AnswerJob(interaction_id, bot_user_id))
+        except QueueFull:  # still stored: the next start takes them
+            break
+    log.info("resumed %d unanswered question(s)", len(ids))
+    return len(ids)
+
+
+def _offer_retry(services: Services, client: WebClient, page: list[dict], where: Where, replace_ts: str | None) -> None:
+    """A notice with a Try again button, in the thread (or in place of the message Try again was under)."""
     text = page[0]["text"]["text"]
+    services.pacer.wait_turn(where.channel_id)
     if replace_ts:
-        client.chat_update(channel=channel_id, ts=replace_ts, text=text, blocks=page)
+        client.chat_update(channel=where.channel_id, ts=replace_ts, text=text, blocks=page)
     else:
-        client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=text, blocks=page)
+        client.chat_postMessage(channel=where.channel_id, thread_ts=where.thread_ts, text=text, blocks=page)
 
 
-def _show_thinking(client: WebClient, channel_id: str, thread_ts: str) -> None:
+def _show_thinking(client: WebClient, where: Where) -> None:
     """Slack's AI-app "thinking…" status; cleared by Slack when the answer is posted. Best effort:
     workspaces without the assistant feature refuse it outside assistant threads."""
     try:
-        client.assistant_threads_setStatus(channel_id=channel_id, thread_ts=thread_ts, status=THINKING)
+        client.assistant_threads_setStatus(channel_id=where.channel_id, thread_ts=where.thread_ts, status=THINKING)
     except SlackApiError as exc:
-        log.debug("no thinking status in %s: %s", channel_id, exc.response.get("error"))
+        log.debug("no thinking status in %s: %s", where.channel_id, exc.response.get("error"))
 
 
 def post_ephemeral(client: WebClient, channel_id: str, user_id: str, thread_ts: str | None, text: str) -> None:

@@ -8,13 +8,17 @@ import threading
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry import default_retry_handlers
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
+from bot.answering import answer_job, resume_waiting
 from bot.listeners import register_listeners
 from bot.services import Services
 from flywheel.settings import Settings
 
 log = logging.getLogger(__name__)
+# Slack's 429s say how long to wait (Retry-After, honoured); its 5xx are retried with backoff. Generous
+# counts: an answer that gives up on Slack is an answer the user never sees.
+SLACK_RETRIES = 8
 
 
 class MissingSlackCredentials(ValueError):
@@ -28,46 +32,60 @@ def _secret(settings: Settings, name: str, why: str) -> str:
     return value.get_secret_value()
 
 
-def build_app(settings: Settings, services: Services | None = None) -> App:
-    """The Bolt app, its Web API client pointed at `settings.slack_api_url`. It checks the bot token
-    with auth.test; in HTTP mode every request must carry a valid signature no older than 5 minutes."""
+def slack_client(settings: Settings) -> WebClient:
     token = _secret(settings, "slack_bot_token", "the bot token, xoxb-...")
+    retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+               ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES)]
+    return WebClient(token=token, base_url=settings.slack_api_url, retry_handlers=retries)
+
+
+def build_app(settings: Settings, services: Services | None = None) -> App:
+    """The Bolt app, its Web API client pointed at `settings.slack_api_url`, answering from its own queue.
+    It checks the bot token with auth.test; in HTTP mode every request must carry a valid signature no
+    older than 5 minutes."""
+    client = slack_client(settings)
     signing_secret = ""
     if settings.bot_mode == "http":
         signing_secret = _secret(settings, "slack_signing_secret", "HTTP mode verifies requests with it")
-    # A streamed answer makes many calls: one refused with 429 waits Retry-After and goes again.
-    retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=2)]
     app = App(
-        client=WebClient(token=token, base_url=settings.slack_api_url, retry_handlers=retries),
+        client=client,
         signing_secret=signing_secret,
         # Socket Mode requests arrive already authenticated; HTTP ones are verified.
         request_verification_enabled=settings.bot_mode == "http",
-        process_before_response=False,  # ack first, work after: Slack's 3 s limit
+        # The listener runs before the response and acks when it returns: every listener only stores and
+        # enqueues (milliseconds), so Slack's 3 s are never at risk and no thread pool stands in between.
+        process_before_response=True,
     )
-    register_listeners(app, services or Services.from_settings(settings))
+    services = services or Services.from_settings(settings)
+    register_listeners(app, services)
+    services.start_answering(lambda job: answer_job(services, client, job))
     return app
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Serve until `stop` is set: Socket Mode (app-level token) or HTTP on settings.bot_port. Then
-    disconnect (Slack stops sending this process events); answers already being written still finish."""
-    app = build_app(settings)
+    disconnect (Slack stops sending this process events) and let the answers being written finish;
+    questions still waiting stay stored and are answered at the next start."""
+    services = Services.from_settings(settings)
+    app = build_app(settings, services)
+    resume_waiting(services, app.client)
     if settings.bot_mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         app_token = _secret(settings, "slack_app_token", "Socket Mode connects with it, xapp-...")
-        handler = SocketModeHandler(app, app_token, web_client=app.client)
+        handler = SocketModeHandler(app, app_token, web_client=app.client, concurrency=settings.bot_listener_threads)
         handler.connect()
         log.info("connected to Slack in Socket Mode")
         stop.wait()
         handler.close()
     else:
-        from bot.http_server import make_http_server
+        from bot.http_server import HttpServer
 
-        server = make_http_server(app, "0.0.0.0", settings.bot_port)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        log.info("listening on port %d, path /slack/events", settings.bot_port)
+        server = HttpServer(app, settings.slack_signing_secret.get_secret_value(), "0.0.0.0", settings.bot_port,
+                            threads=settings.bot_listener_threads)
+        server.start()
+        log.info("listening on port %d, path /slack/events", server.port)
         stop.wait()
-        server.shutdown()
-        server.server_close()
+        server.stop()
+    services.close()
     log.info("stopped")

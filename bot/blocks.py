@@ -70,13 +70,24 @@ def answer_page(text: str, feedback: list[dict[str, Any]]) -> list[dict[str, Any
     return [MarkdownBlock(text=text).to_dict(), *feedback]
 
 
-def unavailable_blocks(interaction_id: int) -> list[dict[str, Any]]:
-    text = (
-        "Sorry, I can't reach the model right now (it may be restarting). "
-        "Your question is saved; please try again in a minute."
-    )
+def _retry_offer(interaction_id: int, text: str) -> list[dict[str, Any]]:
     retry = ButtonElement(text="Try again", action_id=RETRY_ACTION, value=str(interaction_id), style="primary")
     return [SectionBlock(text=MarkdownTextObject(text=text)).to_dict(), ActionsBlock(elements=[retry]).to_dict()]
+
+
+def unavailable_blocks(interaction_id: int) -> list[dict[str, Any]]:
+    return _retry_offer(interaction_id, "Sorry, I can't reach the model right now (it may be restarting). "
+                                        "Your question is saved; please try again in a minute.")
+
+
+def busy_blocks(interaction_id: int) -> list[dict[str, Any]]:
+    return _retry_offer(interaction_id, "Sorry, too many questions are waiting for an answer right now. "
+                                        "Your question is saved; please try again in a minute.")
+
+
+def queued_notice(place: int) -> str:
+    ahead = "you're next" if place == 1 else f"{place - 1} question(s) are ahead of yours"
+    return f"Lots of questions right now: {ahead}. I'll answer in this thread as soon as I can."
 
 
 def better_answer_modal(interaction_id: int, answer: str, channel_id: str, thread_ts: str) -> dict[str, Any]:

@@ -1,15 +1,25 @@
-"""What every listener needs: the settings, the database engine, the rate limiter."""
+"""What every listener needs: the settings, the database, the rate limiter, the channel pacer, the queue of
+questions waiting for an answer, and a small pool for Slack calls that must not delay an ack."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from bot.answer_queue import AnswerJob, AnswerQueue
 from bot.ratelimit import RateLimiter
 from bot.redaction import redact
+from bot.streaming import ChannelPacer
 from flywheel.settings import Settings
 from storage.db import make_engine
+
+log = logging.getLogger(__name__)
+REPLY_THREADS = 16  # confirmations, notices, modals: short Slack calls made after the ack
+STOP_ANSWERS_S = 30.0  # how long a stopping bot lets the answers being written finish
 
 
 @dataclass
@@ -17,14 +27,43 @@ class Services:
     settings: Settings
     engine: Engine
     limiter: RateLimiter = field(init=False)
+    pacer: ChannelPacer = field(init=False)
+    answers: AnswerQueue | None = field(init=False, default=None)
+    _replies: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
+        self.pacer = ChannelPacer(self.settings.stream_interval_s)
+        self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Services":
         return cls(settings, make_engine(settings.database_url))
 
+    def start_answering(self, answer: Callable[[AnswerJob], None]) -> None:
+        self.answers = AnswerQueue(answer, workers=self.settings.answer_workers_count,
+                                   capacity=self.settings.answer_queue_size)
+
+    def in_background(self, call: Callable, *args, **kwargs) -> Future:
+        """Run a Slack call after the ack instead of before it; a failure is logged, never raised."""
+        future = self._replies.submit(call, *args, **kwargs)
+        future.add_done_callback(_log_failure)
+        return future
+
     def storable(self, text: str) -> str:
         """Text as it may be stored: redacted when the `pii_redaction` setting is on."""
         return redact(text) if self.settings.pii_redaction else text
+
+    def close(self) -> None:
+        """Finish the answers being written; questions still waiting stay stored for the next start."""
+        if self.answers is not None:
+            waiting = self.answers.close(STOP_ANSWERS_S)
+            if waiting:
+                log.info("%d question(s) were still waiting: they are answered when the bot starts again", waiting)
+        self._replies.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _log_failure(future: Future) -> None:
+    if (exc := future.exception()) is not None:
+        log.warning("a Slack call after the ack failed: %s: %s", type(exc).__name__, exc)

@@ -1,22 +1,24 @@
 """An answer written into Slack while the model writes it.
 
 Slack's own streaming for AI apps (chat.startStream / appendStream / stopStream) comes first: Slack
-shows the text growing, with no "edited" marks and no edit rate limit to respect, and stopStream puts
-the feedback controls and the answer's metadata on the finished message. It needs the Agents & AI
-Apps feature (the manifest's `assistant_view`, scope assistant:write), a thread and the person asking,
-which every answer has. Where Slack refuses to start a stream (an app installed without that
-feature), and where the answer takes the place of a message already posted (the "Try again"
-button: a stream is always a new message), the text is posted once and then edited with chat.update.
+shows the text growing, with no "edited" marks, and stopStream puts the feedback controls and the
+answer's metadata on the finished message. It needs the Agents & AI Apps feature (the manifest's
+`assistant_view`, scope assistant:write), a thread and the person asking, which every answer has. Where
+Slack refuses to start a stream (an app installed without that feature), and where the answer takes the
+place of a message already posted (the "Try again" button: a stream is always a new message), the text
+is posted once and then edited with chat.update.
 
-The SDK's ChatStream helper buffers by size only; Slack's limits are per second (about one
-chat.update per second per channel), so text goes out at most every `stream_interval_s`, whatever
-the model's speed, through the three methods directly. A message holds at most MESSAGE_CHARS of
-text: a longer answer continues in a new message, and only the last one gets the controls.
+Slack allows about one update per second per channel, and every answer being written in a channel shares
+that: a `ChannelPacer` hands out the channel's turns. An update of an answer still being written goes out
+only when the channel's turn is free now (its text waits for the next one); the last write of a message
+waits for its turn. A message holds at most MESSAGE_CHARS of text: a longer answer continues in a new
+message, and only the last one gets the controls.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -30,6 +32,41 @@ from flywheel.settings import Settings
 log = logging.getLogger(__name__)
 Blocks = list[dict[str, Any]]
 WORD_CHARS = 200  # longer than any word, shorter than a message
+
+
+class ChannelPacer:
+    """At most one message write per `interval_s` in each channel, across every answer written there."""
+
+    FORGET_AFTER = 10_000  # channels remembered before those whose turn has passed are forgotten
+
+    def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._interval, self._clock, self._sleep = interval_s, clock, sleep
+        self._free_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def try_turn(self, channel: str) -> bool:
+        """Take the channel's turn if it is free now (for an update that may wait)."""
+        with self._lock:
+            now = self._clock()
+            if self._free_at.get(channel, now) > now:
+                return False
+            self._book(channel, now)
+            return True
+
+    def wait_turn(self, channel: str) -> None:
+        """Book the channel's next free turn and wait for it (for a write that must go out)."""
+        with self._lock:
+            now = self._clock()
+            turn = max(now, self._free_at.get(channel, now))
+            self._book(channel, turn)
+        if turn > now:
+            self._sleep(turn - now)
+
+    def _book(self, channel: str, at: float) -> None:
+        self._free_at[channel] = at + self._interval
+        if len(self._free_at) > self.FORGET_AFTER:
+            self._free_at = {c: t for c, t in self._free_at.items() if t > at}
 
 
 class StreamingRefused(Exception):
@@ -129,21 +166,18 @@ class AnswerStream:
     Leading and trailing whitespace never reach Slack (trailing whitespace waits for the text after
     it), so a one-message answer reads exactly as `text.strip()`."""
 
-    def __init__(
-        self, writer: Writer, interval_s: float | None, *, fallback: Writer | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, writer: Writer, channel_id: str, pacer: ChannelPacer, *, stream: bool = True,
+                 fallback: Writer | None = None):
         self._writer, self._fallback = writer, fallback
-        self._interval, self._clock = interval_s, clock  # interval None: shown only when finished
+        self._channel, self._pacer, self._stream = channel_id, pacer, stream  # stream False: shown when finished
         self._shown = ""  # in the current message
         self._pending = ""  # not shown yet
-        self._last_shown_at: float | None = None
 
     def write(self, piece: str) -> None:
         self._pending += piece
         if not self._shown:
             self._pending = self._pending.lstrip()
-        if self._due():
+        if self._stream and self._pending.strip() and self._pacer.try_turn(self._channel):
             self._show()
 
     def finish(self, feedback: Blocks) -> str:
@@ -152,6 +186,7 @@ class AnswerStream:
             self._pending = blocks.EMPTY_ANSWER
         self._close_full_messages()
         rest = self._pending.rstrip()
+        self._pacer.wait_turn(self._channel)
         return self._send(lambda writer: writer.close(self._shown + rest, rest, feedback))
 
     def abort(self) -> None:
@@ -159,11 +194,6 @@ class AnswerStream:
             self._writer.abandon()
         except SlackApiError as exc:
             log.warning("could not end a partial answer: %s", exc.response.get("error"))
-
-    def _due(self) -> bool:
-        if self._interval is None:
-            return False
-        return self._last_shown_at is None or self._clock() - self._last_shown_at >= self._interval
 
     def _show(self) -> None:
         self._close_full_messages()
@@ -176,7 +206,6 @@ class AnswerStream:
             self._send(lambda writer: writer.add(self._shown + ready, ready))
             self._shown += ready
             self._pending = self._pending[len(ready):]
-            self._last_shown_at = self._clock()
 
     def _close_full_messages(self) -> None:
         while len(self._shown) + len(self._pending.rstrip()) > blocks.MESSAGE_CHARS:
@@ -184,6 +213,7 @@ class AnswerStream:
             head, rest = blocks.cut_text(self._pending, room)
             if not head and not self._shown:  # one unbroken run longer than a message: cut it anywhere
                 head, rest = self._pending[:room], self._pending[room:]
+            self._pacer.wait_turn(self._channel)
             self._send(lambda writer: writer.close(self._shown + head, head, []))
             self._shown, self._pending = "", rest
 
@@ -199,15 +229,15 @@ class AnswerStream:
 
 
 def answer_stream(
-    settings: Settings, client: WebClient, interaction_id: int, channel_id: str, thread_ts: str, *, user_id: str,
-    team_id: str, replace_ts: str | None = None,
+    settings: Settings, pacer: ChannelPacer, client: WebClient, interaction_id: int, channel_id: str,
+    thread_ts: str, *, user_id: str, team_id: str, replace_ts: str | None = None,
 ) -> AnswerStream:
-    """The stream for one answer, as the settings `stream_answers` and `stream_interval_s` ask."""
+    """The stream for one answer, as the setting `stream_answers` asks."""
     metadata = blocks.answer_metadata(interaction_id)
     edited = EditedMessages(client, channel_id, thread_ts, metadata, replace_ts)
     if not settings.stream_answers:
-        return AnswerStream(edited, None)
+        return AnswerStream(edited, channel_id, pacer, stream=False)
     if replace_ts:
-        return AnswerStream(edited, settings.stream_interval_s)
+        return AnswerStream(edited, channel_id, pacer)
     native = SlackStream(client, channel_id, thread_ts, metadata, user_id, team_id)
-    return AnswerStream(native, settings.stream_interval_s, fallback=edited)
+    return AnswerStream(native, channel_id, pacer, fallback=edited)

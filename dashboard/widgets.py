@@ -43,7 +43,9 @@ def side_by_side(chosen: str, rejected: str, *, labels: tuple[str, str] = (":mat
     left, right = st.columns(2)
     for column, label, body in ((left, labels[0], left_html), (right, labels[1], right_html)):
         column.markdown(f"**{label}**")
-        column.markdown(f'<div style="{_BOX}">{body}</div>', unsafe_allow_html=True)
+        # st.html, not st.markdown: the escaped text must not go through markdown either (a user's **x**
+        # or [link](...) stays as written).
+        column.html(f'<div style="{_BOX}">{body}</div>')
 
 
 def thread(messages: list[dict[str, Any]]) -> None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = Field(2048, ge=128, description="Context length vLLM serves.")
     vllm_max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank vLLM accepts.")
     vllm_max_loras: int = Field(4, ge=1, description="Adapters vLLM keeps in one batch.")
+    vllm_max_num_seqs: int = Field(
+        64, ge=1, description="Requests vLLM runs at once (--max-num-seqs); also how many answers the bot writes at once."
+    )
     vllm_kv_cache_gib: int = Field(2, ge=1, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
     vllm_cpu_reserved_cores: int = Field(
         0, ge=0, description="Cores the CPU build keeps from the model for its scheduler (vLLM's own default: 1)."
@@ -86,7 +89,20 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(10, ge=1, description="Questions one user may ask per minute.")
     stream_answers: bool = Field(True, description="Show answers in Slack while they are written; off posts them complete.")
     stream_interval_s: float = Field(
-        1.0, ge=0, description="Least seconds between two updates of a streamed answer (Slack allows about 1/s)."
+        1.0, ge=0, description="Least seconds between two message updates in one channel (Slack allows about 1/s)."
+    )
+    answer_workers: int = Field(
+        0, ge=0, description="Answers written at once; 0 means FLYWHEEL_VLLM_MAX_NUM_SEQS (the model's capacity)."
+    )
+    answer_queue_size: int = Field(
+        500, ge=1, description="Questions that may wait for an answer; beyond it the asker is told the bot is busy "
+        "(the question is kept, with Try again).",
+    )
+    resume_window_minutes: float = Field(
+        60, ge=0, description="Unanswered questions this recent are answered when the bot starts again."
+    )
+    bot_listener_threads: int = Field(
+        32, ge=1, description="Threads that store, enqueue and acknowledge Slack requests (both modes)."
     )
 
     # --- training ----------------------------------------------------------------------
@@ -156,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def base_model_dir(self) -> Path:
         return self.base_model_path or self.models_dir / "SmolLM2-135M-Instruct"
+
+    @property
+    def answer_workers_count(self) -> int:
+        return self.answer_workers or self.vllm_max_num_seqs
 
     @property
     def target_modules(self) -> list[str]:

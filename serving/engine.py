@@ -27,6 +27,9 @@ from serving.gpu_memory import vllm_share
 
 BASE_MODEL_NAME = "base"
 LOG_TAIL_BYTES = 4000
+# On the CPU the model computes on every core: a lower priority keeps the bot's acks and the dashboard
+# responsive while it does (the scheduler gives them the cores first; the model still gets all idle time).
+CPU_NICE = 5
 
 
 def has_cuda() -> bool:
@@ -64,6 +67,7 @@ def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool, gpu_share: 
         "--enable-lora",
         "--max-lora-rank", str(settings.vllm_max_lora_rank),
         "--max-loras", str(settings.vllm_max_loras),
+        "--max-num-seqs", str(settings.vllm_max_num_seqs),
         "--lora-target-modules", *lora_target_modules(settings),
     ]
     if cuda:
@@ -121,6 +125,8 @@ class VLLMServer:
                 command, env=vllm_env(self.settings, cuda=self.cuda), stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        if not self.cuda:  # the engine processes vLLM starts later inherit it
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, CPU_NICE)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

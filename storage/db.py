@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -14,8 +17,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -75,12 +80,39 @@ def get_engine(url: str | None = None) -> Engine:
     return _cached_engine(url)
 
 
+_session_factories: WeakKeyDictionary[Engine, sessionmaker] = WeakKeyDictionary()
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    engine = engine or get_engine()
+    factory = _session_factories.get(engine)
+    if factory is None:  # one per engine: each sessionmaker builds a Session class, which costs a lot of CPU
+        factory = _session_factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """The database was unreachable or restarting (not a refusal of the statement itself)."""
+    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+
+
+def transaction_with_retry(engine: Engine, work: Callable[[Session], T], *, within_s: float,
+                           pause_s: float = 0.1) -> T:
+    """`work(session)` in one transaction, tried again while the database is unreachable (a server
+    restart drops every pooled connection) until `within_s` has passed; then the error is raised.
+    For writes that are safe to repeat (idempotent, or deduplicated by a unique key)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with session_scope(engine) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not is_transient(exc) or time.monotonic() + pause_s > deadline:
+                raise
+        time.sleep(pause_s)
 
 
 def alembic_config(url: str) -> Config:

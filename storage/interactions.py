@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.errors import InvalidInput, NotFound
@@ -30,20 +31,45 @@ def prompt_hash(prompt_messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(prompt_messages, sort_keys=True).encode()).hexdigest()
 
 
+@lru_cache(maxsize=4)
+def _question_statements(dialect_name: str):
+    """(conversation upsert, question insert) for a dialect, built once: building and keying a statement
+    costs more CPU than running it, and a burst of questions runs these a hundred times at once."""
+    insert = (postgresql if dialect_name == "postgresql" else sqlite).insert
+    conversation = insert(Conversation.__table__).values(
+        {name: bindparam(name) for name in ("source", "team_id", "channel_id", "thread_ts", "created_at")}
+    )
+    # The no-op update makes RETURNING give the id of a row a concurrent writer inserted first.
+    conversation = conversation.on_conflict_do_update(
+        index_elements=["source", "team_id", "channel_id", "thread_ts"], set_={"source": conversation.excluded.source}
+    ).returning(Conversation.__table__.c.id)
+    columns = ("conversation_id", "prompt_messages", "prompt_hash", "user_id", "event_id", "question_ts", "created_at")
+    question = insert(Interaction.__table__).values({name: bindparam(name) for name in columns})
+    question = question.on_conflict_do_nothing(index_elements=["event_id"])  # a redelivered event adds nothing
+    return conversation, question.returning(Interaction.__table__.c.id)
+
+
+def _conversation_id(session: Session, source: str, team_id: str, channel_id: str, thread_ts: str) -> int:
+    statement = _question_statements(session.get_bind().dialect.name)[0]
+    values = dict(source=source, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts, created_at=utcnow())
+    return session.connection().execute(statement, values).scalar_one()
+
+
+def _interaction_id(
+    session: Session, conversation_id: int, prompt_messages: list[dict[str, Any]], user_id: str,
+    event_id: str | None, question_ts: str | None,
+) -> int | None:
+    statement = _question_statements(session.get_bind().dialect.name)[1]
+    values = dict(conversation_id=conversation_id, prompt_messages=prompt_messages,
+                  prompt_hash=prompt_hash(prompt_messages), user_id=user_id, event_id=event_id,
+                  question_ts=question_ts, created_at=utcnow())
+    return session.connection().execute(statement, values).scalar_one_or_none()
+
+
 def get_or_create_conversation(
     session: Session, source: str, team_id: str = "", channel_id: str = "", thread_ts: str = ""
 ) -> Conversation:
-    key = dict(source=source, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
-    found = session.scalar(select(Conversation).filter_by(**key))
-    if found:
-        return found
-    try:
-        with session.begin_nested():
-            conversation = Conversation(**key)
-            session.add(conversation)
-        return conversation
-    except IntegrityError:  # created by a concurrent writer a moment ago
-        return session.scalar(select(Conversation).filter_by(**key))
+    return session.get(Conversation, _conversation_id(session, source, team_id, channel_id, thread_ts))
 
 
 def start_interaction(
@@ -53,23 +79,25 @@ def start_interaction(
     *,
     user_id: str = "",
     event_id: str | None = None,
+    question_ts: str | None = None,
 ) -> Interaction | None:
     """Record a question before it is answered, so a failed generation still leaves it stored.
 
     Returns None when `event_id` was seen already (a Slack retry): the caller must not answer again.
     """
-    if event_id and session.scalar(select(Interaction.id).where(Interaction.event_id == event_id)):
-        return None
-    interaction = Interaction(
-        conversation_id=conversation.id, prompt_messages=prompt_messages, prompt_hash=prompt_hash(prompt_messages),
-        user_id=user_id, event_id=event_id,
-    )
-    try:
-        with session.begin_nested():
-            session.add(interaction)
-    except IntegrityError:
-        return None
-    return interaction
+    interaction_id = _interaction_id(session, conversation.id, prompt_messages, user_id, event_id, question_ts)
+    return None if interaction_id is None else session.get(Interaction, interaction_id)
+
+
+def record_question(
+    session: Session, source: str, where: tuple[str, str, str], prompt_messages: list[dict[str, Any]], *,
+    user_id: str, event_id: str | None, question_ts: str | None,
+) -> int | None:
+    """`start_interaction` for a question that must be stored before it is acknowledged (the bot's hot
+    path: a burst of a hundred waits on it): two statements, no ORM unit of work. `where` is (team,
+    channel, thread). Returns the interaction id, or None when `event_id` was stored before."""
+    conversation_id = _conversation_id(session, source, *where)
+    return _interaction_id(session, conversation_id, prompt_messages, user_id, event_id, question_ts)
 
 
 def get_interaction(session: Session, interaction_id: int) -> Interaction:
@@ -106,6 +134,24 @@ def fail_interaction(session: Session, interaction_id: int, error: str) -> Inter
 
 def set_message_ts(session: Session, interaction_id: int, message_ts: str) -> None:
     get_interaction(session, interaction_id).message_ts = message_ts
+
+
+def set_prompt_messages(session: Session, interaction_id: int, prompt_messages: list[dict[str, Any]]) -> None:
+    """The prompt as the model will see it (the question with its thread), once the thread has been read."""
+    interaction = get_interaction(session, interaction_id)
+    interaction.prompt_messages, interaction.prompt_hash = prompt_messages, prompt_hash(prompt_messages)
+
+
+def waiting_interactions(session: Session, source: str, since: datetime) -> list[Interaction]:
+    """Questions of `source` asked since `since` that were stored but never answered (oldest first):
+    what a restarted bot still owes its users."""
+    query = (
+        select(Interaction).join(Conversation)
+        .where(Conversation.source == source, Interaction.status == InteractionStatus.pending,
+               Interaction.created_at >= since)
+        .order_by(Interaction.id)
+    )
+    return list(session.scalars(query))
 
 
 def record_vote(

@@ -107,7 +107,10 @@ class Conversation(Base):
 
 class Interaction(Base):
     __tablename__ = "interaction"
-    __table_args__ = (Index("ix_interaction_created", "created_at"),)
+    __table_args__ = (
+        Index("ix_interaction_created", "created_at"),
+        Index("ix_interaction_status_created", "status", "created_at"),  # questions still waiting for an answer
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id"), index=True)
@@ -118,6 +121,7 @@ class Interaction(Base):
     answer: Mapped[str] = mapped_column(Text, default="")
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     served_model: Mapped[str] = mapped_column(String(128), default="")
+    question_ts: Mapped[str | None] = mapped_column(String(64))  # ts of the Slack message that asked
     message_ts: Mapped[str | None] = mapped_column(String(64), index=True)  # ts of the posted answer
     latency_ms: Mapped[float | None] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)

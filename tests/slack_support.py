@@ -98,3 +98,21 @@ def write_better_answer(bot: RunningBot, slack: SlackStub, user: str, message: d
     view = slack.wait_for("views.open", opened + 1)[-1].params["view"]
     values = {blocks.BETTER_BLOCK: {blocks.BETTER_INPUT: {"type": "plain_text_input", "value": text}}}
     return bot.send_interaction(view_submission(user, view, values))
+
+
+# Secrets as a deployment sets them: none may ever appear in an output or a log file.
+SECRETS = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_APP_TOKEN": "xapp-1-A0FLYWHEEL-5555555555-flywheelSecretAppToken",
+           "FLYWHEEL_ADMIN_PASSWORD": "admin-password-never-logged-7c1"}
+
+
+def leaked_secrets(*sources) -> list[str]:
+    """The secrets found in these texts, or in any file below these folders."""
+    texts = []
+    for source in sources:
+        if isinstance(source, str):
+            texts.append(source)
+        else:
+            texts += [path.read_text(errors="replace") for path in source.rglob("*") if path.is_file()
+                      and path.suffix in ("", ".log", ".out", ".txt", ".json", ".jsonl")]
+    return [name for name, value in SECRETS.items() if any(value in text for text in texts)]

@@ -1,6 +1,6 @@
 """`flywheel bot` in Socket Mode, as a process: the real Bolt app and slack_sdk's built-in Socket Mode
 client, connected through apps.connections.open on the Web API stand-in to a local Socket Mode server
-(tests/socket_mode_stub.py) that sends Slack's envelopes. Answers come from the real vLLM server and land
+(bot/testing/socket_mode.py) that sends Slack's envelopes. Answers come from the real vLLM server and land
 in the real database."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import pytest
 from slack_stub import BOT_USER_ID, SlackStub, app_mention, block_actions, event_callback
 from slack_support import ALICE, BOB, CHANNEL, QUESTION, TOKEN, element, thumb, wait_for_reply
-from socket_mode_stub import SocketModeStub
+from bot.testing.socket_mode import SocketModeStub
 from sqlalchemy import select
 from test_bot_cli import bot_process
 

@@ -12,9 +12,9 @@ from slack_support import TOKEN
 
 from bot import blocks
 from bot.answering import CHARS_PER_TOKEN, clean_text, estimate_tokens, fit_to_context
-from bot.ratelimit import Decision, RateLimiter
+from bot.ratelimit import RateLimiter
 from bot.redaction import redact
-from bot.streaming import AnswerStream, EditedMessages, SlackStream
+from bot.streaming import AnswerStream, ChannelPacer, EditedMessages, SlackStream
 
 
 def turn(role: str, content: str) -> dict[str, str]:
@@ -42,10 +42,11 @@ def test_slack_markup_becomes_plain_text():
 
 def answer_stream(kind: str, client: WebClient) -> AnswerStream:
     """An answer for thread 1.0 of C1: streamed by Slack, posted and edited as it grows, or posted whole."""
-    metadata = blocks.answer_metadata(7)
+    metadata, pacer = blocks.answer_metadata(7), ChannelPacer(0)
     if kind == "streamed":
-        return AnswerStream(SlackStream(client, "C1", "1.0", metadata, "U1", "T1"), 0)
-    return AnswerStream(EditedMessages(client, "C1", "1.0", metadata, replace_ts=None), 0 if kind == "edited" else None)
+        return AnswerStream(SlackStream(client, "C1", "1.0", metadata, "U1", "T1"), "C1", pacer)
+    edited = EditedMessages(client, "C1", "1.0", metadata, replace_ts=None)
+    return AnswerStream(edited, "C1", pacer, stream=kind == "edited")
 
 
 @pytest.mark.parametrize("kind", ["streamed", "edited", "whole"])
@@ -68,22 +69,50 @@ def test_long_answers_are_split_within_slack_limits_and_the_last_message_has_the
         assert [call.method for call in slack.calls] == ["chat.postMessage"] * 3
 
 
+class FakeTime:
+    """A clock that only moves when told to, or when someone sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_a_streamed_answer_is_paced_and_reads_as_the_stripped_text():
-    times = iter([0.0, 0.4, 0.9, 1.2, 1.2, 1.5])  # when each piece arrives (and when it is shown)
-    pieces = ["\nThe", " capital", " of", " France", " is Paris.  \n"]
+    time_ = FakeTime()
+    arrivals = [(0.0, "\nThe"), (0.4, " capital"), (0.9, " of"), (1.2, " France"), (1.5, " is Paris.  \n")]
     with SlackStub(TOKEN) as slack:
         client = WebClient(token=TOKEN, base_url=slack.url)
-        stream = AnswerStream(SlackStream(client, "C1", "1.0", {}, "U1", "T1"), 1.0, clock=lambda: next(times))
-        for piece in pieces:
+        pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=time_.sleep)
+        stream = AnswerStream(SlackStream(client, "C1", "1.0", {}, "U1", "T1"), "C1", pacer)
+        for at, piece in arrivals:
+            time_.now = at
             stream.write(piece)
         stream.finish(blocks.feedback_blocks(7, "v3"))
     calls = [(c.method, c.params.get("markdown_text")) for c in slack.calls]
     assert calls == [
         ("chat.startStream", "The"),  # at once
         ("chat.appendStream", " capital of France"),  # at 1.2 s: not before a second had passed
-        ("chat.stopStream", " is Paris."),  # the rest, with the buttons
+        ("chat.stopStream", " is Paris."),  # the rest, with the buttons, at the channel's next turn
     ]
-    assert slack.messages[0]["text"] == "".join(pieces).strip()
+    assert time_.now == 2.2  # the finish waited for that turn
+    assert slack.messages[0]["text"] == "".join(piece for _, piece in arrivals).strip()
+
+
+def test_answers_in_one_channel_share_its_pace_and_finished_answers_take_turns_in_order():
+    time_ = FakeTime()
+    pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=time_.sleep)
+    assert pacer.try_turn("C1") and not pacer.try_turn("C1")  # another answer in C1 must wait
+    assert pacer.try_turn("C2")  # other channels have their own pace
+    finished = []
+    for name in ("first", "second"):  # two answers finishing at the same moment
+        pacer.wait_turn("C1")
+        finished.append((name, time_.now))
+    assert finished == [("first", 1.0), ("second", 2.0)]
+    assert not pacer.try_turn("C1")  # the turns booked for finished answers come first
+    time_.now = 3.0
+    assert pacer.try_turn("C1")
 
 
 def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():
@@ -97,11 +126,10 @@ def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():
     )
 
 
-def test_rate_limit_per_user_in_a_sliding_minute_and_redeliveries_count_once():
+def test_rate_limit_per_user_in_a_sliding_minute():
     now = [0.0]
     limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
-    assert [limiter.check("U1", f"e{i}") for i in range(3)] == [Decision.allow, Decision.allow, Decision.deny]
-    assert limiter.check("U2", "e9") is Decision.allow  # per user
-    assert limiter.check("U1", "e0") is Decision.seen  # a Slack retry of a counted event
+    assert [limiter.allow("U1") for _ in range(3)] == [True, True, False]
+    assert limiter.allow("U2")  # per user
     now[0] = 60.5
-    assert limiter.check("U1", "e3") is Decision.allow
+    assert limiter.allow("U1")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from slack_support import SECRETS, leaked_secrets
 from test_serving_adapters import promote, register
 
 from flywheel.settings import load_settings
@@ -83,7 +84,7 @@ def test_serve_loads_the_promoted_adapter_and_stops_cleanly_on_sigterm(tmp_path,
     output = tmp_path / "serve.out"
     process = serve_process(settings.home, output, {
         "FLYWHEEL_DATABASE_URL": sqlite_url, "FLYWHEEL_BASE_MODEL_PATH": str(base_model_dir),
-        "FLYWHEEL_VLLM_PORT": str(settings.vllm_port),
+        "FLYWHEEL_VLLM_PORT": str(settings.vllm_port), **SECRETS,
     })
     try:
         wait_until(lambda: is_ready(settings.vllm_url), process, output, settings.vllm_startup_timeout_s,
@@ -102,6 +103,7 @@ def test_serve_loads_the_promoted_adapter_and_stops_cleanly_on_sigterm(tmp_path,
     assert len(groups) == 2  # vLLM ran in a group of its own: both groups were checked
     assert leftovers == [], f"still running after flywheel serve exited: {leftovers}"
     assert not is_ready(settings.vllm_url)
+    assert leaked_secrets(text, settings.logs_dir) == []  # its output, and vLLM's log
 
 
 def test_an_unmigrated_database_stops_serve_before_vllm_starts(tmp_path):

@@ -48,6 +48,23 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
     )
 
 
+class AdapterSaveError(RuntimeError):
+    """The trained adapter could not be written (disk full, folder not writable): the run fails with it."""
+
+
+def save_adapter(trainer, adapter_path: Path) -> None:
+    """Rank 0 saves only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the
+    result. Under FSDP every rank first takes part in gathering the full state dict from the shards."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if not trainer.accelerator.is_main_process:
+        return
+    try:
+        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"], state_dict=state_dict)
+        trainer.processing_class.save_pretrained(str(adapter_path))
+    except Exception as exc:  # OSError, or safetensors' own error wrapping one
+        raise AdapterSaveError(f"could not write the adapter to {adapter_path}: {exc}") from exc
+
+
 def median(values: list[float]) -> float | None:
     return sorted(values)[len(values) // 2] if values else None
 
@@ -71,12 +88,3 @@ def fit(
     del trainer, model
     release_memory()
     return result
-
-
-def save_adapter(trainer, path: Path) -> None:
-    """Rank 0 saves only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the
-    result. Under FSDP every rank first takes part in gathering the full state dict from the shards."""
-    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
-    if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(str(path), selected_adapters=["default"], state_dict=state_dict)
-        trainer.processing_class.save_pretrained(str(path))

@@ -1,16 +1,20 @@
-"""Buttons on the bot's answers: 👍 / 👎, "Better answer" (opens the modal), "Try again"."""
+"""Buttons on the bot's answers: 👍 / 👎, "Better answer" (opens the modal), "Try again".
+
+A vote is stored before the ack; the confirmation, the modal and the new answer come after it.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot import blocks
-from bot.answering import post_ephemeral, retry_answer
+from bot.answer_queue import AnswerJob
+from bot.answering import ACK_STORE_S, Where, enqueue_answer, post_ephemeral, text_field
 from bot.services import Services
-from storage.db import session_scope
+from storage.db import session_scope, transaction_with_retry
 from storage.errors import NotFound
 from storage.interactions import get_interaction, record_vote
 from storage.models import Vote
@@ -19,46 +23,55 @@ log = logging.getLogger(__name__)
 GONE = "Sorry, I can't find that answer any more."
 
 
-def _thread_of(body: dict) -> tuple[str, str | None]:
+def _where(body: dict) -> Where:
     message = body.get("message") or {}
-    return body["channel"]["id"], message.get("thread_ts") or message.get("ts")
+    thread = text_field(message, "thread_ts", required=False) or text_field(message, "ts")
+    return Where(text_field(body["channel"], "id"), thread, text_field(body["user"], "id"))
+
+
+def store_vote(services: Services, interaction_id: int, user_id: str, vote: Vote) -> str:
+    """Record the vote (retried while the database restarts); returns the confirmation to show."""
+    try:
+        pairs = transaction_with_retry(
+            services.engine, lambda session: record_vote(session, interaction_id, user_id, vote)[1],
+            within_s=ACK_STORE_S,
+        )
+    except NotFound:
+        return GONE
+    if pairs:
+        log.info("vote on interaction %s made %d preference pair(s)", interaction_id, len(pairs))
+    return blocks.vote_confirmation(vote.value)
+
+
+def open_better_answer(services: Services, client: WebClient, interaction_id: int, where: Where, trigger_id: str) -> None:
+    try:
+        with session_scope(services.engine) as session:
+            answer = get_interaction(session, interaction_id).answer
+    except NotFound:
+        post_ephemeral(client, where.channel_id, where.user_id, where.thread_ts, GONE)
+        return
+    view = blocks.better_answer_modal(interaction_id, answer, where.channel_id, where.thread_ts or "")
+    client.views_open(trigger_id=trigger_id, view=view)
 
 
 def register(app: App, services: Services) -> None:
     @app.action(blocks.VOTE_ACTION)
     def vote(ack: Ack, body: dict, client: WebClient) -> None:
-        choice, _, interaction_id = body["actions"][0]["value"].partition(":")
-        user_id, (channel_id, thread_ts) = body["user"]["id"], _thread_of(body)
-        try:  # stored before the ack: two quick clicks land in the order they were made
-            with session_scope(services.engine) as session:
-                _, pairs = record_vote(session, int(interaction_id), user_id, Vote(choice))
-            reply = blocks.vote_confirmation(choice)
-        except NotFound:
-            pairs, reply = [], GONE
+        choice, _, interaction_id = text_field(body["actions"][0], "value").partition(":")
+        where = _where(body)
+        reply = store_vote(services, int(interaction_id), where.user_id, Vote(choice))  # before the ack
         ack()
-        if pairs:
-            log.info("vote on interaction %s made %d preference pair(s)", interaction_id, len(pairs))
-        post_ephemeral(client, channel_id, user_id, thread_ts, reply)
+        services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts, reply)
 
     @app.action(blocks.BETTER_ACTION)
     def better_answer(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
         interaction_id = int(body["actions"][0]["value"])
-        channel_id, thread_ts = _thread_of(body)
-        try:
-            with session_scope(services.engine) as session:
-                answer = get_interaction(session, interaction_id).answer
-        except NotFound:
-            post_ephemeral(client, channel_id, body["user"]["id"], thread_ts, GONE)
-            return
-        view = blocks.better_answer_modal(interaction_id, answer, channel_id, thread_ts or "")
-        client.views_open(trigger_id=body["trigger_id"], view=view)
+        services.in_background(open_better_answer, services, client, interaction_id, _where(body), body["trigger_id"])
 
-    def ack_now(ack: Ack) -> None:
+    @app.action(blocks.RETRY_ACTION)
+    def try_again(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
         ack()
-
-    def try_again(body: dict, client: WebClient) -> None:
-        interaction_id = int(body["actions"][0]["value"])
-        retry_answer(services, client, interaction_id, body["channel"]["id"], body["message"]["ts"])
-
-    app.action(blocks.RETRY_ACTION)(ack=ack_now, lazy=[try_again])
+        job = AnswerJob(int(body["actions"][0]["value"]), context.bot_user_id,
+                        replace_ts=text_field(body["message"], "ts"))
+        enqueue_answer(services, client, job, _where(body))

@@ -1,11 +1,16 @@
-"""Events: mentions in channels, direct messages, and the AI-app assistant thread opening."""
+"""Events: mentions in channels, direct messages, and the AI-app assistant thread opening.
+
+A question is stored and put in line before the ack (milliseconds); everything that talks to Slack or the
+model happens after it, on the answer queue's workers or the services' reply pool.
+"""
 
 from __future__ import annotations
 
 from slack_bolt import Ack, App, BoltContext, Say, SetSuggestedPrompts
 from slack_sdk import WebClient
 
-from bot.answering import answer_question, question_from_event
+from bot.answer_queue import AnswerJob
+from bot.answering import RATE_LIMITED, Where, enqueue_answer, post_ephemeral, question_from_event, receive_question
 from bot.services import Services
 
 GREETING = "Hi! Ask me anything. Rate my answers with 👍 / 👎, or write a better one: that is how I learn."
@@ -20,23 +25,36 @@ def is_direct_message(event: dict) -> bool:
     return event.get("channel_type") == "im"
 
 
+def greet(say: Say, set_suggested_prompts: SetSuggestedPrompts) -> None:
+    say(GREETING)
+    set_suggested_prompts(prompts=SUGGESTED_PROMPTS)
+
+
 def register(app: App, services: Services) -> None:
-    def ack_now(ack: Ack) -> None:
-        ack()  # within Slack's 3 s; the answer follows in the lazy listener
-
-    def answer(body: dict, event: dict, client: WebClient, context: BoltContext) -> None:
+    def receive(ack: Ack, body: dict, event: dict, client: WebClient, context: BoltContext) -> None:
         question = question_from_event(body, event, context.bot_user_id)
-        if question is not None:
-            answer_question(services, client, question, context.bot_user_id)
+        if question is None:
+            ack()
+            return
+        where = Where(question.channel_id, question.thread_ts, question.user_id, question.team_id)
+        if not services.limiter.allow(question.user_id):
+            ack()
+            services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
+                                   RATE_LIMITED)
+            return
+        interaction_id = receive_question(services, question)  # stored before the ack
+        ack()
+        if interaction_id is not None:  # None: delivered before, and answered (or being answered) then
+            enqueue_answer(services, client, AnswerJob(interaction_id, context.bot_user_id), where)
 
-    def greet(say: Say, set_suggested_prompts: SetSuggestedPrompts) -> None:
-        say(GREETING)
-        set_suggested_prompts(prompts=SUGGESTED_PROMPTS)
+    def thread_started(ack: Ack, say: Say, set_suggested_prompts: SetSuggestedPrompts) -> None:
+        ack()
+        services.in_background(greet, say, set_suggested_prompts)
 
-    def keep_context() -> None:
-        """Nothing to keep: the thread itself is the context (Bolt acks for us)."""
+    def keep_context(ack: Ack) -> None:
+        ack()  # nothing to keep: the thread itself is the context
 
-    app.event("app_mention")(ack=ack_now, lazy=[answer])
-    app.event("message", matchers=[is_direct_message])(ack=ack_now, lazy=[answer])
-    app.event("assistant_thread_started")(greet)
+    app.event("app_mention")(receive)
+    app.event("message", matchers=[is_direct_message])(receive)
+    app.event("assistant_thread_started")(thread_started)
     app.event("assistant_thread_context_changed")(keep_context)

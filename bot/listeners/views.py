@@ -8,7 +8,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import blocks
-from bot.answering import post_ephemeral
+from bot.answering import post_ephemeral, text_field
 from bot.services import Services
 from storage.db import session_scope
 from storage.errors import InvalidInput, NotFound
@@ -38,12 +38,12 @@ def save_better_answer(services: Services, interaction_id: int, user_id: str, te
 def register(app: App, services: Services) -> None:
     @app.view(blocks.BETTER_VIEW)
     def submit(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
-        where = json.loads(view["private_metadata"])
-        text = view["state"]["values"][blocks.BETTER_BLOCK][blocks.BETTER_INPUT].get("value") or ""
-        user_id = body["user"]["id"]
-        refusal = save_better_answer(services, where["interaction_id"], user_id, text)
+        where = json.loads(view["private_metadata"])  # what the bot put there when it opened the modal
+        text = text_field(view["state"]["values"][blocks.BETTER_BLOCK][blocks.BETTER_INPUT], "value", required=False)
+        user_id = text_field(body["user"], "id")
+        refusal = save_better_answer(services, int(where["interaction_id"]), user_id, text)
         if refusal:  # shown under the text field; the modal stays open with the user's text
             ack(response_action="errors", errors={blocks.BETTER_BLOCK: refusal})
             return
         ack()
-        post_ephemeral(client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)
+        services.in_background(post_ephemeral, client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)

@@ -1,4 +1,4 @@
-"""Slack's side of Socket Mode, locally: a websocket server that greets the app with `hello`, sends it
+"""Slack's side of Socket Mode, locally (for the tests and the load benchmark): a websocket server that greets the app with `hello`, sends it
 envelopes (events, interactions) and records what it sends back (acks).
 
 The app finds it the way it finds Slack's: apps.connections.open on the Web API stand-in
@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from slack_stub import APP_ID
+from bot.testing.slack_api import APP_ID
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
@@ -27,6 +27,7 @@ HELLO = {
 class SocketModeStub:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []  # what the app sent, in order
+        self.acked_at: dict[str, float] = {}  # envelope id -> time.time() its ack arrived
         self.connected, self.disconnected = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         self._connection: ServerConnection | None = None
@@ -52,8 +53,11 @@ class SocketModeStub:
         self.connected.set()
         try:
             for frame in connection:
+                message = json.loads(frame)
                 with self._lock:
-                    self.received.append(json.loads(frame))
+                    self.received.append(message)
+                    if "envelope_id" in message:
+                        self.acked_at.setdefault(message["envelope_id"], time.time())
         except ConnectionClosed:
             pass  # slack_sdk's built-in client closes its socket without a closing handshake
         self.disconnected.set()

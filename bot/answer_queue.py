@@ -1,0 +1,96 @@
+"""Questions waiting for an answer, and the bounded pool of workers that answers them.
+
+Slack must be acked within 3 s, and a vote must never wait behind a model busy writing a hundred answers:
+listeners only store a question and put it here, and `workers` threads (as many as the model server runs
+sequences at once) answer in the order questions came. The line is bounded: beyond `capacity` waiting
+questions a new one is refused at once, and the caller tells the asker (the question stays stored, with
+Try again) instead of letting them wait for an answer that would come too late to matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnswerJob:
+    interaction_id: int
+    bot_user_id: str | None  # to tell the bot's own messages in the thread apart
+    replace_ts: str | None = None  # answer in place of this message (Try again under an apology)
+
+
+class QueueFull(Exception):
+    """The line of waiting questions is at its bound."""
+
+
+class AnswerQueue:
+    def __init__(self, answer: Callable[[AnswerJob], None], *, workers: int, capacity: int):
+        self._answer, self._workers, self._capacity = answer, workers, capacity
+        self._waiting: deque[AnswerJob] = deque()
+        self._queued_ids: set[int] = set()  # waiting or being answered: a second Try again is not a second answer
+        self._busy = 0
+        self._closing = False
+        self._changed = threading.Condition()
+        self._threads = [threading.Thread(target=self._work, name=f"answer-{n}", daemon=True) for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: AnswerJob) -> int:
+        """Queue `job`. Returns its place in line (1 = next to start), or 0 when a worker takes it now or
+        the same question is queued already. Raises QueueFull at the bound."""
+        with self._changed:
+            if job.interaction_id in self._queued_ids:
+                return 0
+            if len(self._waiting) >= self._capacity or self._closing:
+                raise QueueFull(f"{len(self._waiting)} questions are waiting already")
+            self._waiting.append(job)
+            self._queued_ids.add(job.interaction_id)
+            self._changed.notify()
+            return max(0, len(self._waiting) - (self._workers - self._busy))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def answering(self) -> int:
+        return self._busy
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            try:
+                self._answer(job)
+            except Exception:  # one broken answer must not stop a worker
+                log.exception("answering interaction %s failed", job.interaction_id)
+            finally:
+                with self._changed:
+                    self._busy -= 1
+                    self._queued_ids.discard(job.interaction_id)
+                    self._changed.notify_all()
+
+    def _next(self) -> AnswerJob | None:
+        with self._changed:
+            while not self._waiting and not self._closing:
+                self._changed.wait()
+            if self._closing:
+                return None
+            self._busy += 1
+            return self._waiting.popleft()
+
+    def close(self, timeout_s: float) -> int:
+        """Take no more questions, let the answers being written finish (up to `timeout_s`), and return how
+        many were still waiting: they stay stored as unanswered and are answered when the bot starts again."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return len(self._waiting)
