@@ -150,7 +150,12 @@ def gpu_total_bytes() -> int:
     create a context that `flywheel serve` would hold, on the GPU it is sharing out, for its whole life."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
-    out = subprocess.run(query + (["-i", visible] if visible else []), capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run(query + (["-i", visible] if visible else []), capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):  # a container without nvidia-smi: CUDA's own figure
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory
     return int(out.stdout.split()[0]) * 2**20
 
 
