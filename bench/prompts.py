@@ -36,3 +36,16 @@ def chat_prompts(count: int) -> list[list[dict[str, str]]]:
     combos = [context + question for context in CONTEXTS for question in QUESTIONS]
     return [[{"role": "user", "content": combos[i % len(combos)] + ("" if i < len(combos) else f" (#{i})")}]
             for i in range(count)]
+
+# A team's long system prompt (about 1,000 tokens of house rules), for the prefix-caching figure: every
+# conversation starts with it, so vLLM can reuse its KV cache instead of recomputing it per request.
+TOPICS = ["deploys", "database migrations", "on-call hand-overs", "incident reviews", "feature flags",
+          "code review", "dependency upgrades", "secrets", "customer data", "CI failures"]
+RULES = ["Name the exact command or file when you know it, and say when you are guessing.",
+         "Prefer the runbook in the wiki over memory, and link the page you used.",
+         "Never suggest skipping a review or a test to go faster; suggest what to split instead.",
+         "If the question touches production, remind the asker who is on call this week."]
+LONG_SYSTEM_PROMPT = "You are the engineering team's assistant. House rules follow.\n" + "\n".join(
+    f"{number}. About {topic}: {rule}" for number, (topic, rule) in
+    enumerate(((t, r) for t in TOPICS for r in RULES), start=1)
+)

@@ -30,9 +30,10 @@ ADMIN = Actor("bench", Role.admin)
 TERMINAL = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
-def approve_synthetic_pairs(engine, count: int) -> None:
+def approve_pairs(engine, records: list[dict]) -> None:
+    """Store conversational preference records as approved pairs (what reviewers leave behind)."""
     with session_scope(engine) as session:
-        for record in synthetic_pairs(count):
+        for record in records:
             pair = create_pair(session, record["prompt"], record["chosen"][0]["content"],
                                record["rejected"][0]["content"], PairSource.imported)
             if pair is not None:
@@ -59,7 +60,7 @@ def run_with(processes: int, args: argparse.Namespace, model_dir: Path) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     upgrade(url)
     engine = make_engine(url)
-    approve_synthetic_pairs(engine, args.pairs)
+    approve_pairs(engine, synthetic_pairs(args.pairs))
     settings = load_settings(
         home=home, database_url=url, base_model_path=model_dir, train_processes=processes,
         system_prompt=SYSTEM_PROMPT, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,

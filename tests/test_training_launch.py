@@ -3,8 +3,14 @@
 import sys
 from pathlib import Path
 
+import torch
+from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+from accelerate.utils.launch import prepare_multi_gpu_env
+
 from flywheel.settings import load_settings
+from training.config import TrainConfig
 from training.launcher import gpu_env, run_command
+from training.modeling import quantization_config, sharded
 
 
 def test_several_processes_go_through_accelerate_launch_with_the_same_entry_point(tmp_path):
@@ -27,3 +33,24 @@ def test_one_process_sees_exactly_one_gpu(tmp_path, monkeypatch):
     assert gpu_env(settings) == {"CUDA_VISIBLE_DEVICES": "2"}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_env(settings) == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+FSDP_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "accelerate" / "fsdp.yaml"
+
+
+def test_the_shipped_fsdp_config_gives_every_run_process_fsdp2(tmp_path, monkeypatch):
+    """What `accelerate launch` makes of the command the launcher builds with deploy/accelerate/fsdp.yaml:
+    accelerate's own parser and environment (no GPUs needed to read them)."""
+    settings = load_settings(home=tmp_path, train_processes=4, train_launch_args=f"--config_file {FSDP_CONFIG}")
+    command = run_command(settings, 9, Path("run-9.log"))
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(command[3:]))
+    assert args.num_processes == 4 and args.use_fsdp and args.mixed_precision == "bf16"
+    env = prepare_multi_gpu_env(args)
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+    assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT" and env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", env["ACCELERATE_USE_FSDP"])
+    assert sharded()  # so the run loads its base for FSDP to shard, not a whole copy per GPU
+    qlora = quantization_config(TrainConfig(device="cuda", qlora=True), for_fsdp=True)
+    assert qlora.bnb_4bit_quant_storage == torch.bfloat16  # FSDP shards one dtype
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert not sharded()

@@ -28,6 +28,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 on CUDA, fp32 on the CPU
     max_steps: int = -1
     seed: int = 0
+    liger_kernels: bool = False  # Liger's Triton RMSNorm / RoPE / SwiGLU kernels (CUDA only)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> TrainConfig:
@@ -36,7 +37,7 @@ class TrainConfig:
             target_modules=settings.target_modules, beta=settings.dpo_beta, sft_weight=settings.sft_weight,
             learning_rate=settings.learning_rate, epochs=settings.epochs, batch_size=settings.batch_size,
             gradient_accumulation_steps=settings.gradient_accumulation_steps, max_length=settings.max_length,
-            qlora=settings.qlora,
+            qlora=settings.qlora, liger_kernels=settings.liger_kernels,
         )
         return cls(**{**values, **overrides})
 
@@ -54,8 +55,13 @@ class TrainConfig:
         return self.resolved_device == "cuda" if self.bf16 is None else self.bf16
 
     @property
+    def use_liger(self) -> bool:
+        return self.liger_kernels and self.resolved_device == "cuda"  # Triton kernels
+
+    @property
     def use_qlora(self) -> bool:
         return self.qlora and self.resolved_device == "cuda"  # bitsandbytes 4-bit needs CUDA
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "device": self.resolved_device, "bf16": self.use_bf16, "qlora": self.use_qlora}
+        return {**asdict(self), "device": self.resolved_device, "bf16": self.use_bf16, "qlora": self.use_qlora,
+                "liger_kernels": self.use_liger}

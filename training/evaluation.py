@@ -108,8 +108,9 @@ def score_versions(
     records = list(records)
     if not records:
         raise ValueError("no pairs to evaluate")
-    eval_cfg = TrainConfig(**{**cfg.__dict__, "qlora": False})  # score in full precision: comparable numbers
-    model, tokenizer = load_base_model(model_dir, eval_cfg).eval(), load_tokenizer(model_dir)
+    # The base as the run trained it (4-bit for QLoRA): every version is scored on it, so the numbers stay
+    # comparable, and a QLoRA run's process never holds the model in bf16 (8B: 16 GB instead of 5.5).
+    model, tokenizer = load_base_model(model_dir, cfg).eval(), load_tokenizer(model_dir)
     reference = pair_logps(model, tokenizer, records, cfg.max_length, progress)
     results = {}
     for name, path in adapters.items():

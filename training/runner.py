@@ -28,6 +28,7 @@ from training.config import TrainConfig
 from training.dpo import train_dpo
 from training.evaluation import BASE, score_versions
 from training.gate import decide
+from training.modeling import require_gpu_room
 from training.regression import answer_regression_prompts
 from training.sft import train_sft
 from training.snapshots import build_snapshot, load_snapshot
@@ -180,6 +181,7 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
     try:
         with state.main_process_first():
             plan = prepare(settings, engine, run_id)
+        require_gpu_room(plan.model_dir, plan.config, f"run {run_id}")
         report = step_reporter(engine, run_id) if main else (lambda _step, _values: False)
         trainer = TRAINERS[plan.kind]
         result = trainer(plan.config, plan.model_dir, plan.train, plan.output_dir,

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from training.callbacks import ProgressCallback, Reporter
 from training.config import TrainConfig
-from training.modeling import load_policy, load_tokenizer
+from training.modeling import load_policy, load_tokenizer, release_memory
 
 
 @dataclass
@@ -41,6 +41,7 @@ def common_args(cfg: TrainConfig, output_dir: Path) -> dict:
         save_strategy="no",
         report_to=[],
         include_num_input_tokens_seen=True,
+        use_liger_kernel=cfg.use_liger,
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -52,9 +53,13 @@ class AdapterSaveError(RuntimeError):
 
 
 def save_adapter(trainer, adapter_path: Path) -> None:
-    # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the result.
+    """Rank 0 saves only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not the
+    result. Under FSDP every rank first takes part in gathering the full state dict from the shards."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if not trainer.accelerator.is_main_process:
+        return
     try:
-        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"])
+        trainer.model.save_pretrained(str(adapter_path), selected_adapters=["default"], state_dict=state_dict)
         trainer.processing_class.save_pretrained(str(adapter_path))
     except Exception as exc:  # OSError, or safetensors' own error wrapping one
         raise AdapterSaveError(f"could not write the adapter to {adapter_path}: {exc}") from exc
@@ -77,6 +82,9 @@ def fit(
     )
     trainer.train()
     adapter_path = output_dir / "adapter"
-    if not callback.cancelled and trainer.accelerator.is_main_process:
+    if not callback.cancelled:
         save_adapter(trainer, adapter_path)
-    return TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))
+    result = TrainResult(adapter_path, trainer.state.global_step, callback.cancelled, median(callback.tokens_per_s))
+    del trainer, model
+    release_memory()
+    return result
