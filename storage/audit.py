@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -50,3 +53,17 @@ def describe_change(details: dict[str, Any]) -> str:
     changes = [f"{key}: {before.get(key, '—')} → {after.get(key, '—')}" for key in dict.fromkeys([*before, *after])]
     others = [f"{key}={value}" for key, value in details.items() if key not in ("before", "after")]
     return "; ".join(changes + others)
+
+
+CSV_COLUMNS = ("when_utc", "actor", "action", "target_type", "target_id", "change", "details_json")
+
+
+def events_csv(events: list[AuditEvent]) -> str:
+    """Events as CSV, one row each: the readable change and, for tools, every detail as JSON."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for e in events:
+        writer.writerow((e.created_at.isoformat(), e.actor, e.action, e.target_type, e.target_id,
+                         describe_change(e.details), json.dumps(e.details, ensure_ascii=False, sort_keys=True)))
+    return out.getvalue()
