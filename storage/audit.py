@@ -51,7 +51,8 @@ def describe_change(details: dict[str, Any]) -> str:
     """One line: "role: reviewer → admin; account=rita" (before → after first, the other details after)."""
     before, after = details.get("before", {}), details.get("after", {})
     changes = [f"{key}: {before.get(key, '—')} → {after.get(key, '—')}" for key in dict.fromkeys([*before, *after])]
-    others = [f"{key}={value}" for key, value in details.items() if key not in ("before", "after")]
+    others = [f"{key}={value}" for key, value in details.items()
+              if key not in ("before", "after") and value not in ("", None)]
     return "; ".join(changes + others)
 
 
