@@ -132,8 +132,8 @@ def sync_and_report(settings: Settings) -> SyncReport:
     except ServingError as exc:
         return SyncReport(False, f"The registry changed, but vLLM was not updated: {exc}. It picks the change up "
                                  "when `flywheel serve` or the scheduler syncs again.")
-    changes = [f"{verb} {', '.join(names)}" for verb, names in (("loaded", result.loaded), ("unloaded", result.unloaded))
-               if names]
+    moves = (("loaded", result.loaded), ("unloaded", result.unloaded))
+    changes = [f"{verb} {', '.join(names)}" for verb, names in moves if names]
     return SyncReport(True, f"vLLM now serves the registry ({'; '.join(changes) or 'no change needed'}).",
                       result.loaded, result.unloaded)
 

@@ -103,7 +103,8 @@ def sign_in(session: Session, username: str, password: str, client: str = "", *,
     left = lockout_left(session, name, client, now)
     if left is not None:
         _record(session, name, client, SignInOutcome.locked, now)
-        record_event(session, name, "sign_in_locked", "user", None, client=client, retry_after_s=round(left.total_seconds()))
+        record_event(session, name, "sign_in_locked", "user", None, client=client,
+                     retry_after_s=round(left.total_seconds()))
         return SignInResult(None, _locked_message(left), left)
     user = find_user(session, name)
     reason = _why_refused(user, password)

@@ -63,7 +63,8 @@ def normalize_username(username: str) -> str:
 def check_password_policy(password: str, username: str) -> None:
     """The password policy; a refusal names the rule that was broken."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password too short: the password policy asks for at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(
+            f"password too short: the password policy asks for at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"password too long: the password policy allows at most {MAX_PASSWORD_LENGTH} characters")
     if password.strip().lower() == username:

@@ -108,7 +108,9 @@ def open_page(driver, title: str) -> None:
 
 
 def nav_links(driver) -> list[str]:
-    return [link.text.strip() for link in driver.find_elements(By.XPATH, "//a[@data-testid='stSidebarNavLink']")]
+    """The sidebar's page titles (a link's text also holds its icon's name, on the line before)."""
+    links = driver.find_elements(By.XPATH, "//a[@data-testid='stSidebarNavLink']")
+    return [link.text.strip().splitlines()[-1] for link in links]
 
 
 def type_into(driver, label: str, text: str) -> None:
@@ -167,6 +169,7 @@ def test_an_admin_adds_a_reviewer_who_cannot_promote_and_is_signed_out_once_disa
     reviewer = ("rachel@example.com", "rachels-password")
     sign_in(browser, url, *ADMIN)
     admin_tab = browser.current_window_handle
+    assert {"Review queue", "Models", "Accounts", "Audit log"} <= set(nav_links(browser))
     open_page(browser, "Accounts")
     wait_text(browser, "Add an account")
     type_into(browser, "Username or e-mail", reviewer[0])
@@ -178,7 +181,7 @@ def test_an_admin_adds_a_reviewer_who_cannot_promote_and_is_signed_out_once_disa
 
     browser.switch_to.new_window("tab")  # a second Streamlit session: the reviewer's
     sign_in(browser, url, *reviewer)
-    assert "Accounts" not in nav_links(browser) and "Audit log" not in nav_links(browser)
+    assert "Review queue" in nav_links(browser) and not {"Accounts", "Audit log"} & set(nav_links(browser))
     open_page(browser, "Review queue")
     wait_text(browser, "pair(s) match")
     newest = data.pending_ids[0]

@@ -158,7 +158,8 @@ def test_runs_list_show_and_cancel(operator):
     refused(run("runs", "cancel", str(queued), "--as", REVIEWER[0]), "this action needs an admin")
     assert stored(url, lambda s: get_run(s, queued).status) is RunStatus.queued
     cancelled = ok_json(run("runs", "cancel", str(queued), "--as", ADMIN[0], "--json"))
-    assert cancelled["status"] == "cancelled" and stored(url, lambda s: get_run(s, queued).status) is RunStatus.cancelled
+    assert cancelled["status"] == "cancelled"
+    assert stored(url, lambda s: get_run(s, queued).status) is RunStatus.cancelled
     event = stored(url, lambda s: list_events(s, limit=1, target_type="training_run")[0])
     assert (event.actor, event.action, event.details["after"]["status"]) == ("ada", "cancel_run", "cancelled")
 

@@ -68,7 +68,8 @@ def test_promote_and_rollback(engine):
         events = [(e.action, e.target_id, e.actor) for e in list_events(session, limit=3, target_type="model_version")]
     assert events[:3] == [("rollback", v1, "ada"), ("promote", v2, "ada"), ("promote", v1, "ada")]
     with session_scope(engine) as session:
-        changes = [(e.details["before"], e.details["after"]) for e in list_events(session, limit=3, target_type="model_version")]
+        latest = list_events(session, limit=3, target_type="model_version")
+        changes = [(e.details["before"], e.details["after"]) for e in latest]
     assert changes[:3] == [({"active": f"v{v2}"}, {"active": f"v{v1}"}), ({"active": f"v{v1}"}, {"active": f"v{v2}"}),
                            ({"active": "base"}, {"active": f"v{v1}"})]
 

@@ -14,7 +14,6 @@ from storage.errors import InvalidInput, InvalidTransition, NotFound, Permission
 from storage.models import Role, User, utcnow
 from storage.signin import WRONG, sign_in, sign_in_verified
 from storage.users import (
-    SYSTEM,
     Actor,
     create_user,
     get_actor,
@@ -65,7 +64,7 @@ def test_accounts_are_hashed_named_without_case_and_checked_by_policy(team):
 
 def test_roles_change_and_the_last_enabled_admin_stays(team):
     with session_scope(team) as session:
-        with pytest.raises(InvalidTransition, match="ada is the last enabled admin; make another admin before you demote"):
+        with pytest.raises(InvalidTransition, match="ada is the last enabled admin; make another admin before you"):
             set_role(session, "ada", Role.reviewer, ADA)
         with pytest.raises(InvalidTransition, match="last enabled admin"):
             set_enabled(session, "ada", False, Actor("other-admin", Role.admin))

@@ -6,8 +6,11 @@ the same functions `flywheel users` calls; this page only asks and shows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
+from sqlalchemy.orm import Session
 
 from dashboard.auth import current_actor
 from dashboard.queries import act, read
@@ -35,11 +38,19 @@ st.dataframe(
 
 
 def password_fields(prefix: str) -> str | None:
-    """A password typed twice; None (and an error shown) when the two differ."""
+    """A password typed twice; None when the two differ."""
     password = st.text_input("Password", type="password", key=f"{prefix}_pw",
                              help=f"At least {MIN_PASSWORD_LENGTH} characters.")
     repeated = st.text_input("Repeat the password", type="password", key=f"{prefix}_pw_repeat")
     return password if password == repeated else None
+
+
+def act_with(password: str | None, action: Callable[[Session, str], str]) -> None:
+    """Run `action` with the password typed twice, or say that the two differ."""
+    if password is None:
+        st.error("The two passwords differ.")
+    else:
+        act(lambda session: action(session, password))
 
 
 st.subheader("Add an account")
@@ -49,10 +60,8 @@ with st.form("add_account", clear_on_submit=True):
     password = password_fields("new")
     added = st.form_submit_button("Add account", type="primary", key="add_user")
 if added:
-    if password is None:
-        st.error("The two passwords differ.")
-    else:
-        act(lambda s: f"Account {create_user(s, name, password, role, actor=actor).username} created ({role.value}).")
+    act_with(password, lambda s, pw: f"Account {create_user(s, name, pw, role, actor=actor).username} created "
+                                     f"({role.value}).")
 
 st.subheader("Change an account")
 by_name: dict[str, User] = {u.username: u for u in users}
@@ -70,10 +79,8 @@ with password_col:
         new_password = password_fields("reset")
         reset = st.form_submit_button("Reset password", key="set_password")
     if reset:
-        if new_password is None:
-            st.error("The two passwords differ.")
-        else:
-            act(lambda s: f"Password of {set_password(s, chosen.username, new_password, actor).username} reset.")
+        act_with(new_password,
+                 lambda s, pw: f"Password of {set_password(s, chosen.username, pw, actor).username} reset.")
 with state_col:
     st.markdown("**Access**")
     if chosen.enabled:

@@ -41,5 +41,6 @@ events = matching(SHOWN)
 st.caption(f"The newest {SHOWN} matching events are shown; the CSV has all of them." if len(events) == SHOWN
            else f"{len(events)} matching event(s), newest first.")
 st.dataframe(frame(events), hide_index=True)
-st.download_button("Download as CSV", lambda: events_csv(matching(None)), file_name="flywheel-audit.csv", mime="text/csv",
-                   icon=":material/download:", disabled=not events, on_click="ignore", key="audit_csv")
+st.download_button("Download as CSV", lambda: events_csv(matching(None)), file_name="flywheel-audit.csv",
+                   mime="text/csv", icon=":material/download:", disabled=not events, on_click="ignore",
+                   key="audit_csv")

@@ -19,8 +19,8 @@ cols = st.columns(4)
 cols[0].metric("Pending pairs", f"{state.pending_pairs:,}", border=True)
 cols[1].metric("Active model", active.name if active else "base", border=True)
 cols[2].metric("Canary", f"{canary.name} ({canary.canary_share:.0%})" if canary else "none", border=True)
-cols[3].metric("Last run", run.status.value if run else "none yet", f"#{run.id} · {ago(run.created_at)}" if run else None,
-               delta_color="off", delta_arrow="off", border=True)
+cols[3].metric("Last run", run.status.value if run else "none yet",
+               f"#{run.id} · {ago(run.created_at)}" if run else None, delta_color="off", delta_arrow="off", border=True)
 if state.pending_pairs:
     st.page_link("views/review.py", label=f"Review {state.pending_pairs:,} pending pair(s)",
                  icon=":material/fact_check:")

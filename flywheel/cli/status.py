@@ -33,7 +33,8 @@ def in_words(record: dict[str, Any]) -> list[tuple[str, str]]:
     if canary:
         answering += f"; canary {canary['version']} for {canary['share'] * 100:g}% of users"
     if vllm["reachable"]:
-        served = f"reachable at {vllm['url']}; adapters loaded: {', '.join(vllm['adapters']) or 'none (base model only)'}"
+        adapters = ", ".join(vllm["adapters"]) or "none (base model only)"
+        served = f"reachable at {vllm['url']}; adapters loaded: {adapters}"
     else:
         served = f"NOT reachable: {vllm['error']}"
     last = "none yet" if run is None else (

@@ -89,7 +89,7 @@ def roll_back(as_user: str = AS, as_json: bool = JSON) -> None:
 
 @versions_app.command("canary")
 def canary(
-    target: str = typer.Argument(..., metavar="VERSION|off", help="The version to route a share of users to, or `off`."),
+    target: str = typer.Argument(..., metavar="VERSION|off", help="The version to route users to, or `off`."),
     share: Optional[float] = typer.Option(None, "--share", help="Share of users, between 0 and 1 (e.g. 0.1)."),
     as_user: str = AS, as_json: bool = JSON,
 ) -> None:

@@ -21,7 +21,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('username', sa.String(length=64), nullable=False),
     sa.Column('client', sa.String(length=64), nullable=False),
-    sa.Column('outcome', sa.Enum('ok', 'failed', 'locked', name='signinoutcome', native_enum=False, length=20), nullable=False),
+    sa.Column('outcome', sa.Enum('ok', 'failed', 'locked', name='signinoutcome', native_enum=False, length=20),
+              nullable=False),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
