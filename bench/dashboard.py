@@ -27,7 +27,7 @@ from flywheel.settings import get_settings
 from storage.db import make_engine, session_scope, upgrade
 from storage.models import PairSource, PairStatus, PreferencePair, utcnow
 from storage.pairs import PairFilter, count_pairs, dedupe_key, list_pairs
-from storage.users import Role, authenticate, create_user
+from storage.users import Role, create_user, get_actor
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 PAGE = 25
@@ -103,7 +103,7 @@ def render_rows(url: str, home: Path, repeats: int) -> list[tuple[str, float]]:
     os.environ.update(FLYWHEEL_DATABASE_URL=url, FLYWHEEL_HOME=str(home))
     get_settings.cache_clear()
     at = AppTest.from_file(str(APP), default_timeout=300)
-    at.session_state["actor"] = _in_session(make_engine(url), lambda s: authenticate(s, *BENCH_USER))
+    at.session_state["actor"] = _in_session(make_engine(url), lambda s: get_actor(s, BENCH_USER[0]))
     at.run()
     rows = []
     for page in ("review", "overview"):

@@ -30,19 +30,23 @@ if actor is None:
     page = st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon=":material/login:")], position="hidden")
 else:
     auth.account_sidebar(actor)
-    page = st.navigation(
-        {
-            "Flywheel": [
-                st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
-                st.Page(VIEWS / "review.py", title="Review queue", icon=":material/fact_check:"),
-                st.Page(VIEWS / "data.py", title="Data", icon=":material/database:"),
-            ],
-            "Models": [
-                st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:"),
-                st.Page(VIEWS / "models.py", title="Models", icon=":material/deployed_code:"),
-                st.Page(VIEWS / "playground.py", title="Playground", icon=":material/forum:"),
-            ],
-        }
-    )
+    pages = {
+        "Flywheel": [
+            st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
+            st.Page(VIEWS / "review.py", title="Review queue", icon=":material/fact_check:"),
+            st.Page(VIEWS / "data.py", title="Data", icon=":material/database:"),
+        ],
+        "Models": [
+            st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:"),
+            st.Page(VIEWS / "models.py", title="Models", icon=":material/deployed_code:"),
+            st.Page(VIEWS / "playground.py", title="Playground", icon=":material/forum:"),
+        ],
+    }
+    if auth.is_admin(actor):  # pages a reviewer's navigation does not have cannot be opened, by link or URL
+        pages["Team"] = [
+            st.Page(VIEWS / "accounts.py", title="Accounts", icon=":material/group:"),
+            st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/history:"),
+        ]
+    page = st.navigation(pages)
     show_flash()
 page.run()

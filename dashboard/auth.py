@@ -1,41 +1,58 @@
-"""Sign-in: local accounts (scrypt hashes in storage/), optionally OIDC through Streamlit's st.login.
+"""Sign-in: local accounts (storage/users.py, storage/signin.py), optionally OIDC through Streamlit's st.login.
 
-The role kept here only decides what the UI shows; every action is checked again by storage/.
+The role kept here only decides what the UI shows; every action is checked again by storage/. The
+account is re-read on every run, so a changed role applies at the next click and a disabled account
+is signed out there; so is a session idle for longer than FLYWHEEL_SESSION_IDLE_MINUTES.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from dashboard.queries import read
-from storage.models import Role
-from storage.users import Actor, authenticate, list_users
+from dashboard.queries import current_settings, db, read
+from storage.models import Role, utcnow
+from storage.signin import sign_in, sign_in_verified
+from storage.users import Actor, get_actor
 
 ACTOR_KEY = "actor"
+LAST_SEEN_KEY = "last_seen"
+SIGNED_OUT_KEY = "signed_out_because"
 
 
 def current_actor() -> Actor | None:
     return st.session_state.get(ACTOR_KEY)
 
 
-def _account(username: str | None) -> Actor | None:
-    """The account's name and role as the database holds them now."""
-    user = next((u for u in read(list_users) if u.username == username), None)
-    return Actor(user.username, user.role) if user else None
+def client_address() -> str:
+    """The browser's address, which sign-in failures are also counted by ("" when Streamlit has none)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else ""  # Streamlit's AppTest hands a stand-in object
+
+
+def _start_session(actor: Actor) -> None:
+    st.session_state[ACTOR_KEY], st.session_state[LAST_SEEN_KEY] = actor, utcnow()
+    st.session_state.pop(SIGNED_OUT_KEY, None)
 
 
 def signed_in_actor() -> Actor | None:
-    """The signed-in user, re-read on every run: a changed role applies at the next click and a
-    session naming no account (deleted, or forged) is signed out."""
+    """The signed-in user as the database holds the account now, or None (signed out, with the reason
+    shown on the sign-in page) when the session was idle too long or names no enabled account."""
     actor = current_actor()
     if actor is None:
         return None
-    fresh = _account(actor.name)
+    idle_limit = timedelta(minutes=current_settings().session_idle_minutes)
+    last_seen = st.session_state.get(LAST_SEEN_KEY)
+    if last_seen is not None and utcnow() - last_seen > idle_limit:
+        sign_out(f"You were signed out after {current_settings().session_idle_minutes:g} minutes without activity.")
+        return None
+    fresh = read(lambda session: get_actor(session, actor.name))
     if fresh is None:
-        st.session_state.pop(ACTOR_KEY, None)
-    else:
-        st.session_state[ACTOR_KEY] = fresh
+        sign_out("You were signed out: this account is disabled or no longer exists.")
+        return None
+    st.session_state[ACTOR_KEY], st.session_state[LAST_SEEN_KEY] = fresh, utcnow()
     return fresh
 
 
@@ -59,6 +76,8 @@ def sign_in_page() -> None:
 def _sign_in_form() -> None:
     st.title(":material/cycle: Flywheel")
     st.caption("Curate what the team's assistant learns from, and decide which model answers.")
+    if SIGNED_OUT_KEY in st.session_state:
+        st.info(st.session_state[SIGNED_OUT_KEY], icon=":material/logout:")
     if oidc_configured():
         _oidc_sign_in()
     with st.form("sign_in"):
@@ -66,11 +85,12 @@ def _sign_in_form() -> None:
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        actor = read(lambda session: authenticate(session, username.strip(), password))
-        if actor is None:
-            st.error("Unknown user or wrong password.")
+        with db() as session:
+            result = sign_in(session, username, password, client_address())
+        if result.actor is None:
+            st.error(result.message)
             return
-        st.session_state[ACTOR_KEY] = actor
+        _start_session(result.actor)
         st.rerun()
 
 
@@ -78,17 +98,22 @@ def _oidc_sign_in() -> None:
     if not st.user.is_logged_in:
         st.button("Sign in with single sign-on", on_click=st.login)
         return
-    actor = _account(st.user.get("email"))  # the local account named by the e-mail holds the role
+    email = st.user.get("email") or ""
+    with db() as session:  # the enabled local account named by the e-mail holds the role
+        actor = sign_in_verified(session, email, client_address())
     if actor is None:
-        st.error(f"{st.user.get('email')} has no Flywheel account; ask an admin to create one.")
+        st.error(f"{email} has no enabled Flywheel account; ask an admin to create one.")
         st.button("Sign out", on_click=st.logout)
         return
-    st.session_state[ACTOR_KEY] = actor
+    _start_session(actor)
     st.rerun()
 
 
-def sign_out() -> None:
+def sign_out(reason: str | None = None) -> None:
     st.session_state.pop(ACTOR_KEY, None)
+    st.session_state.pop(LAST_SEEN_KEY, None)
+    if reason:
+        st.session_state[SIGNED_OUT_KEY] = reason
     if oidc_configured() and st.user.is_logged_in:
         st.logout()
 

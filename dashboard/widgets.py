@@ -6,7 +6,7 @@ import difflib
 import html
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
 import streamlit as st
@@ -73,6 +73,18 @@ def confirm_button(label: str, key: str, on_confirm: Callable[[], None], *, ques
     if no.button("Cancel", key=f"{key}_no"):
         st.session_state[pending] = False
         st.rerun()
+
+
+def date_range(container, label: str, key: str) -> tuple[datetime | None, datetime | None]:
+    """A picker of days: (the first day's start, the start of the day after the last), in UTC."""
+    dates = container.date_input(label, value=[], key=key)
+    since = _day_start(dates[0]) if len(dates) >= 1 else None
+    until = _day_start(dates[1] + timedelta(days=1)) if len(dates) == 2 else None  # the end day included
+    return since, until
+
+
+def _day_start(day) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
 def ago(moment: datetime | None) -> str:

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard.")
     admin_username: str = Field("admin", description="First admin account created by `flywheel init`.")
     admin_password: SecretStr | None = Field(None, description="Its password; asked for when empty.")
+    user_password: SecretStr | None = Field(
+        None, description="Password for `flywheel users add` / `set-password`; asked for (never echoed) when empty."
+    )
+    session_idle_minutes: float = Field(
+        60, gt=0, description="A dashboard session without a click for this long is signed out."
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> "Settings":

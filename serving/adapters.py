@@ -14,21 +14,25 @@ from pathlib import Path
 import httpx
 
 from flywheel.settings import Settings
-from serving.errors import AdapterError, ModelUnavailable
+from serving.errors import AdapterError, ModelUnavailable, ServingError
 from storage import registry
 from storage.db import get_engine, session_scope
 
 
-def _request(settings: Settings, method: str, path: str, **kwargs) -> httpx.Response:
+PROBE_TIMEOUT_S = 5.0  # a status check should not wait as long as a model request may
+
+
+def _request(settings: Settings, method: str, path: str, timeout_s: float | None = None, **kwargs) -> httpx.Response:
     try:
-        return httpx.request(method, f"{settings.vllm_url}{path}", timeout=settings.request_timeout_s, **kwargs)
+        return httpx.request(method, f"{settings.vllm_url}{path}", timeout=timeout_s or settings.request_timeout_s,
+                             **kwargs)
     except httpx.HTTPError as exc:
         raise ModelUnavailable(f"vLLM at {settings.vllm_url} is unavailable: {exc}") from exc
 
 
-def loaded_adapters(settings: Settings) -> dict[str, str]:
+def loaded_adapters(settings: Settings, timeout_s: float | None = None) -> dict[str, str]:
     """The adapters vLLM serves now: name -> path."""
-    response = _request(settings, "GET", "/v1/models")
+    response = _request(settings, "GET", "/v1/models", timeout_s)
     if response.status_code != 200:
         raise ModelUnavailable(f"vLLM /v1/models answered {response.status_code}: {response.text[:200]}")
     return {card["id"]: card["root"] for card in response.json()["data"] if card.get("parent")}
@@ -108,3 +112,46 @@ def sync_adapters(settings: Settings) -> SyncResult:
         if unload_adapter(settings, name):
             result.unloaded.append(name)
     return result
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What a registry change did to the running vLLM, in words for the dashboard and the CLI alike."""
+
+    updated: bool
+    message: str
+    loaded: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+
+
+def sync_and_report(settings: Settings) -> SyncReport:
+    """Sync after a registry change. If vLLM is down the registry change stands: `flywheel serve` and
+    the scheduler sync again when it is back."""
+    try:
+        result = sync_adapters(settings)
+    except ServingError as exc:
+        return SyncReport(False, f"The registry changed, but vLLM was not updated: {exc}. It picks the change up "
+                                 "when `flywheel serve` or the scheduler syncs again.")
+    moves = (("loaded", result.loaded), ("unloaded", result.unloaded))
+    changes = [f"{verb} {', '.join(names)}" for verb, names in moves if names]
+    return SyncReport(True, f"vLLM now serves the registry ({'; '.join(changes) or 'no change needed'}).",
+                      result.loaded, result.unloaded)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    url: str
+    adapters: dict[str, str] | None  # name -> path; None when vLLM could not be reached
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.adapters is not None
+
+
+def server_state(settings: Settings) -> ServerState:
+    """Whether vLLM answers, and which adapters it has loaded; never raises for a server that is down."""
+    try:
+        return ServerState(settings.vllm_url, loaded_adapters(settings, PROBE_TIMEOUT_S))
+    except ServingError as exc:
+        return ServerState(settings.vllm_url, None, str(exc))

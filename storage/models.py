@@ -6,7 +6,9 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -89,6 +91,12 @@ class VersionStatus(str, enum.Enum):
 class Role(str, enum.Enum):
     reviewer = "reviewer"
     admin = "admin"
+
+
+class SignInOutcome(str, enum.Enum):
+    ok = "ok"
+    failed = "failed"  # wrong password, unknown user or disabled account: counted towards a lockout
+    locked = "locked"  # refused without checking the password: not counted again
 
 
 class Conversation(Base):
@@ -284,6 +292,25 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[Role] = mapped_column(_enum(Role))
+    # Accounts are disabled, never deleted: the audit trail and reviewed pairs keep naming them.
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column()
+
+
+class SignInAttempt(Base):
+    """One sign-in try, by the username as typed (an account or not) and the client it came from."""
+
+    __tablename__ = "sign_in_attempt"
+    __table_args__ = (
+        Index("ix_sign_in_attempt_username", "username", "created_at"),
+        Index("ix_sign_in_attempt_client", "client", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64), default="")  # the browser's address; "" when unknown
+    outcome: Mapped[SignInOutcome] = mapped_column(_enum(SignInOutcome))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

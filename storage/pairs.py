@@ -128,7 +128,7 @@ def approve_pair(session: Session, pair_id: int, actor: Actor, *, chosen: str | 
     if edited:
         pair.original_chosen, pair.chosen = pair.chosen, chosen
     pair.reviewer, pair.reviewed_at = actor.name, utcnow()
-    record_event(session, actor.name, "approve", "preference_pair", pair_id, edited=edited)
+    record_event(session, actor.name, "approve", "preference_pair", pair_id, edited=edited, **_decided(pair))
     return pair
 
 
@@ -137,8 +137,13 @@ def reject_pair(session: Session, pair_id: int, actor: Actor, *, reason: str = "
     pair = get_pair(session, pair_id)
     transition(pair, PairStatus.rejected, f"pair {pair_id}")
     pair.reviewer, pair.reviewed_at = actor.name, utcnow()
-    record_event(session, actor.name, "reject", "preference_pair", pair_id, reason=reason)
+    record_event(session, actor.name, "reject", "preference_pair", pair_id, reason=reason, **_decided(pair))
     return pair
+
+
+def _decided(pair: PreferencePair) -> dict[str, Any]:
+    """The audit's before -> after of a review decision (only a pending pair can be decided)."""
+    return {"before": {"status": PairStatus.pending.value}, "after": {"status": pair.status.value}}
 
 
 def approved_pairs(session: Session, *, since: datetime | None = None) -> list[PreferencePair]:

@@ -88,15 +88,15 @@ def promote_version(session: Session, version_id: int, actor: Actor, *, action: 
     previous = active_version(session)
     if previous is not None and previous.id == version.id:
         raise InvalidTransition(f"{version.name} is already active")
+    if version.status is V.retired and action != "rollback":
+        raise InvalidTransition(f"{version.name} is retired; only a rollback brings a retired version back")
     transition(version, V.active, version.name)  # checked before the old one is touched
     if previous is not None:
         previous.status = V.retired
     version.promoted_at, version.canary_share = utcnow(), 0.0
     session.flush()
-    record_event(
-        session, actor.name, action, "model_version", version.id,
-        previous=previous.name if previous else None,
-    )
+    record_event(session, actor.name, action, "model_version", version.id,
+                 before={"active": previous.name if previous else "base"}, after={"active": version.name})
     return version
 
 
@@ -123,11 +123,17 @@ def start_canary(session: Session, version_id: int, share: float, actor: Actor) 
     current = canary_version(session)
     if current is not None and current.id != version.id:
         raise InvalidTransition(f"{current.name} is the canary already; stop it first")
+    before = _canary_fields(version)
     if version.status is not V.canary:
         transition(version, V.canary, version.name)
     version.canary_share = share
-    record_event(session, actor.name, "start_canary", "model_version", version.id, share=share)
+    record_event(session, actor.name, "start_canary", "model_version", version.id, before=before,
+                 after=_canary_fields(version))
     return version
+
+
+def _canary_fields(version: ModelVersion) -> dict[str, Any]:
+    return {"status": version.status.value, "canary_share": version.canary_share}
 
 
 def stop_canary(session: Session, actor: Actor) -> ModelVersion:
@@ -135,9 +141,11 @@ def stop_canary(session: Session, actor: Actor) -> ModelVersion:
     version = canary_version(session)
     if version is None:
         raise InvalidTransition("no canary is running")
+    before = _canary_fields(version)
     transition(version, V.candidate, version.name)
     version.canary_share = 0.0
-    record_event(session, actor.name, "stop_canary", "model_version", version.id)
+    record_event(session, actor.name, "stop_canary", "model_version", version.id, before=before,
+                 after=_canary_fields(version))
     return version
 
 
@@ -146,6 +154,8 @@ def retire_version(session: Session, version_id: int, actor: Actor) -> ModelVers
     version = get_version(session, version_id)
     if version.status is V.active:
         raise InvalidTransition(f"{version.name} is active; promote another version or roll back instead")
+    before = version.status.value
     transition(version, V.retired, version.name)
-    record_event(session, actor.name, "retire", "model_version", version.id)
+    record_event(session, actor.name, "retire", "model_version", version.id, before={"status": before},
+                 after={"status": version.status.value})
     return version

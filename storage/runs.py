@@ -117,13 +117,15 @@ def request_cancel(session: Session, run_id: int, actor: Actor) -> TrainingRun:
     """Ask a run to stop. A queued run is cancelled at once; a running one stops at its next step."""
     require_role(actor, Role.admin)
     run = get_run(session, run_id)
+    before = {"status": run.status.value, "cancel_requested": run.cancel_requested}
     if run.status is RunStatus.queued:
         finish_run(session, run_id, RunStatus.cancelled, error="cancelled before it started")
     elif run.status is RunStatus.running:
         run.cancel_requested = True
     else:
         raise InvalidInput(f"run {run_id} is {run.status.value}; only a queued or running run can be cancelled")
-    record_event(session, actor.name, "cancel_run", "training_run", run_id)
+    record_event(session, actor.name, "cancel_run", "training_run", run_id, before=before,
+                 after={"status": run.status.value, "cancel_requested": run.cancel_requested})
     return run
 
 

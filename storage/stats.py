@@ -1,4 +1,4 @@
-"""Aggregates for the dashboard's overview: answers and votes per day and per served model."""
+"""Aggregates: answers and votes per day and per served model (the overview), pairs by status and source."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Feedback, Interaction, InteractionStatus, Vote
+from storage.models import Feedback, Interaction, InteractionStatus, PreferencePair, Vote
 
 
 def _day(column):
@@ -42,4 +42,21 @@ def daily_votes_by_model(session: Session, since: datetime) -> list[dict]:
     return [
         {"day": str(d), "model": model or "unknown", "up": int(ups or 0), "votes": total}
         for d, model, ups, total in session.execute(query)
+    ]
+
+
+def pair_counts(session: Session, *, since: datetime | None = None, per_day: bool = False) -> list[dict]:
+    """Pairs by status and source (their current status): all, or those created since `since`; with
+    `per_day`, also by the day they were created."""
+    P = PreferencePair
+    keys = [P.status.label("status"), P.source.label("source")]
+    if per_day:
+        keys.insert(0, _day(P.created_at).label("day"))
+    query = select(*keys, func.count(P.id).label("count")).group_by(*keys).order_by(*keys)
+    if since is not None:
+        query = query.where(P.created_at >= since)
+    return [
+        {**row, "status": row["status"].value, "source": row["source"].value}
+        | ({"day": str(row["day"])} if per_day else {})
+        for row in (r._asdict() for r in session.execute(query))
     ]

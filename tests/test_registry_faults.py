@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
-from test_serving_adapters import adapters, register  # noqa: F401 - the module's adapters fixture
+from test_serving_adapters import adapters, promote, register  # noqa: F401 - the module's adapters fixture
 
 from serving.adapters import loaded_adapters, sync_adapters, unload_adapter
 from storage.db import get_engine, session_scope
@@ -22,20 +22,19 @@ from storage.models import ModelVersion, VersionStatus
 from training.launcher import settings_env
 
 pytestmark = pytest.mark.vllm
-PROMOTE_FOREVER = """
-import itertools, sys
+ROLL_BACK_FOREVER = """
 from flywheel.settings import get_settings
 from serving.adapters import sync_adapters
 from storage.db import get_engine, session_scope
-from storage.registry import promote_version
+from storage.registry import rollback
 from storage.users import SYSTEM
 
 settings = get_settings()
-for version_id in itertools.cycle(map(int, sys.argv[1:])):
+while True:  # each rollback swaps the two versions, and vLLM is synced after it, as an admin's click does
     with session_scope(get_engine(settings.database_url)) as session:
-        promote_version(session, version_id, SYSTEM)
+        name = rollback(session, SYSTEM).name
     sync_adapters(settings)
-    print("promoted", version_id, flush=True)
+    print("promoted", name, flush=True)
 """
 
 
@@ -46,12 +45,14 @@ def active_names(settings) -> list[str]:
 
 def test_promotions_killed_at_any_moment_leave_one_active_version_that_vllm_serves(vllm_settings, adapters):
     versions = [register(vllm_settings, adapters[key]) for key in ("a", "b")]
+    for version_id, _ in versions:
+        promote(vllm_settings, version_id)
     env = {**os.environ, **settings_env(vllm_settings)}
     randomness = random.Random(7)
     try:
         for _ in range(5):
-            promoter = subprocess.Popen([sys.executable, "-c", PROMOTE_FOREVER, *(str(i) for i, _ in versions)],
-                                        env=env, stdout=subprocess.PIPE, text=True)
+            promoter = subprocess.Popen([sys.executable, "-c", ROLL_BACK_FOREVER], env=env, stdout=subprocess.PIPE,
+                                        text=True)
             assert promoter.stdout.readline().startswith("promoted"), "the promoter did not start"
             time.sleep(randomness.uniform(0.0, 1.5))  # mid-promotion, mid-sync or between the two
             promoter.send_signal(signal.SIGKILL)

@@ -12,7 +12,7 @@ from flywheel.settings import SettingsError, load_settings
 from storage.db import make_engine, session_scope
 from storage.models import Role, User
 from storage.pairs import PairFilter, count_pairs
-from storage.users import authenticate
+from storage.signin import sign_in
 
 
 def test_settings_from_env(monkeypatch, tmp_path):
@@ -101,7 +101,7 @@ def test_init_creates_a_hashed_admin_once(cli, tmp_path, base_model_dir):
         users = session.scalars(select(User)).all()
         assert [(u.username, u.role) for u in users] == [("admin", Role.admin)]
         assert "s3cret-admin-pw" not in users[0].password_hash
-        assert authenticate(session, "admin", "s3cret-admin-pw") is not None
+        assert sign_in(session, "admin", "s3cret-admin-pw").actor is not None
     engine.dispose()
 
 

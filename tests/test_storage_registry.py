@@ -1,4 +1,4 @@
-"""The model registry (promote, rollback, canary rules), accounts and roles, leases, the audit trail."""
+"""The model registry (promote, rollback, canary rules), leases, the audit trail (accounts: test_storage_users.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from storage.audit import list_events, record_event
 from storage.db import session_scope
 from storage.errors import InvalidInput, InvalidTransition, PermissionDenied
 from storage.leases import acquire_lease, lease_holder, release_lease
-from storage.models import Role, RunKind, RunStatus, User, VersionStatus
+from storage.models import Role, RunKind, RunStatus, VersionStatus
 from storage.registry import (
     active_version,
     canary_version,
@@ -23,7 +23,7 @@ from storage.registry import (
     stop_canary,
 )
 from storage.runs import finish_run, queue_run, start_run
-from storage.users import SYSTEM, Actor, authenticate, create_user, require_role
+from storage.users import SYSTEM, Actor
 
 ADMIN, REVIEWER = Actor("ada", Role.admin), Actor("rita", Role.reviewer)
 
@@ -61,10 +61,17 @@ def test_promote_and_rollback(engine):
     with session_scope(engine) as session:
         assert rollback(session, ADMIN).id == v1
     assert status(engine, v2) is VersionStatus.retired
+    with session_scope(engine) as session, pytest.raises(InvalidTransition, match="only a rollback brings"):
+        promote_version(session, v2, ADMIN)  # a retired version comes back by a rollback only
     with session_scope(engine) as session:
         assert active_version(session).id == v1
-        events = [(e.action, e.target_id, e.actor) for e in list_events(session, target_type="model_version")]
+        events = [(e.action, e.target_id, e.actor) for e in list_events(session, limit=3, target_type="model_version")]
     assert events[:3] == [("rollback", v1, "ada"), ("promote", v2, "ada"), ("promote", v1, "ada")]
+    with session_scope(engine) as session:
+        latest = list_events(session, limit=3, target_type="model_version")
+        changes = [(e.details["before"], e.details["after"]) for e in latest]
+    assert changes[:3] == [({"active": f"v{v2}"}, {"active": f"v{v1}"}), ({"active": f"v{v1}"}, {"active": f"v{v2}"}),
+                           ({"active": "base"}, {"active": f"v{v1}"})]
 
 
 def test_only_admins_change_the_registry(engine):
@@ -118,26 +125,6 @@ def test_canary_rules(engine):
             retire_version(session, active, ADMIN)
         retire_version(session, canary, ADMIN)
         assert [v.id for v in served_versions(session)] == [active]
-
-
-def test_accounts_roles_and_password_hashing(engine):
-    with session_scope(engine) as session:
-        create_user(session, "ada", "correct horse", Role.admin)
-        create_user(session, "rita", "battery staple", Role.reviewer)
-        with pytest.raises(InvalidInput, match="exists already"):
-            create_user(session, "ada", "another password", Role.reviewer)
-        with pytest.raises(InvalidInput, match="at least 8"):
-            create_user(session, "bob", "short", Role.reviewer)
-    with session_scope(engine) as session:
-        stored = session.query(User).filter_by(username="ada").one().password_hash
-        assert stored.startswith("scrypt$") and "correct horse" not in stored
-        assert authenticate(session, "ada", "correct horse") == Actor("ada", Role.admin)
-        assert authenticate(session, "rita", "battery staple") == Actor("rita", Role.reviewer)
-        assert authenticate(session, "ada", "wrong password") is None
-        assert authenticate(session, "nobody", "correct horse") is None
-    require_role(ADMIN, Role.reviewer)  # admins may do what reviewers do
-    with pytest.raises(PermissionDenied):
-        require_role(REVIEWER, Role.admin)
 
 
 def test_leases(engine):

@@ -13,11 +13,11 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from storage.db import get_engine, session_scope
 from storage.errors import InvalidInput
@@ -73,7 +73,18 @@ def sync_adapters_job() -> None:
         _leader.sync_adapters()
 
 
-JOBS = {"maybe-start-run": maybe_start_run_job, "reap-stale-runs": reap_job, "sync-adapters": sync_adapters_job}
+START_JOB = "maybe-start-run"
+JOBS = {START_JOB: maybe_start_run_job, "reap-stale-runs": reap_job, "sync-adapters": sync_adapters_job}
+
+
+def next_check(engine: Engine) -> datetime | None:
+    """When the scheduler next looks for enough approved pairs, as its job store on this database says
+    (None before any scheduler ran). The time stays in the store while no scheduler runs."""
+    store = SQLAlchemyJobStore(engine=engine)
+    if not inspect(engine).has_table(store.jobs_t.name):
+        return None
+    job = store.lookup_job(START_JOB)
+    return job.next_run_time if job is not None else None
 
 
 class FlywheelScheduler:

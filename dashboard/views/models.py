@@ -14,9 +14,8 @@ import streamlit as st
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, flash, read
 from dashboard.widgets import badge, confirm_button, when
-from serving.adapters import sync_adapters
-from serving.errors import ServingError
-from storage.audit import list_events
+from serving.adapters import sync_and_report
+from storage.audit import describe_change, list_events
 from storage.models import ModelVersion, VersionStatus
 from storage.registry import list_versions, promote_version, rollback, start_canary, stop_canary
 from storage.runs import get_run
@@ -26,17 +25,9 @@ st.title("Models")
 
 
 def sync_serving() -> None:
-    """Push the registry to vLLM. If vLLM is down the registry change stands: `flywheel serve` and
-    the scheduler sync again when it is back."""
-    try:
-        result = sync_adapters(current_settings())
-    except ServingError as exc:
-        flash("warning", f"The registry changed, but vLLM was not updated: {exc}. "
-                         "It picks the change up when `flywheel serve` or the scheduler syncs again.")
-        return
-    changes = [f"{verb} {', '.join(names)}" for verb, names in (("loaded", result.loaded), ("unloaded", result.unloaded))
-               if names]
-    flash("success", f"vLLM now serves the registry ({'; '.join(changes) or 'no change needed'}).")
+    """Push the registry to vLLM (a vLLM that is down is reported; the registry change stands)."""
+    report = sync_and_report(current_settings())
+    flash("success" if report.updated else "warning", report.message)
 
 
 versions = read(list_versions)
@@ -146,7 +137,7 @@ else:
                        lambda: act(lambda s: f"{promote_version(s, chosen.id, actor).name} is now active.",
                                    after=sync_serving),
                        question=f"Make {chosen.name} the active model for every user?",
-                       disabled=chosen.status is VersionStatus.active)
+                       disabled=chosen.status in (VersionStatus.active, VersionStatus.retired))
     with canary_col:
         if canary is None:
             share = st.slider("Canary share", 1, 50, 10, format="%d%%", key="canary_share") / 100
@@ -173,7 +164,7 @@ st.dataframe(
         "who": [e.actor for e in events],
         "action": [e.action for e in events],
         "version": [names.get(e.target_id, e.target_id) for e in events],
-        "details": [", ".join(f"{k}={v}" for k, v in e.details.items()) for e in events],
+        "change": [describe_change(e.details) for e in events],
     }),
     hide_index=True,
 )

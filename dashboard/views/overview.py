@@ -8,32 +8,22 @@ import streamlit as st
 
 from dashboard.queries import current_settings, overview_stats, read
 from dashboard.widgets import ago
-from storage.pairs import PairFilter, count_pairs
-from storage.registry import active_version, canary_version
-from storage.runs import last_run
+from storage.status import loop_state
 
 st.title("Overview")
 
 
-def loop_state(session) -> dict:
-    active, canary, run = active_version(session), canary_version(session), last_run(session)
-    return {
-        "pending": count_pairs(session, PairFilter()),
-        "active": active.name if active else "base",
-        "canary": f"{canary.name} ({canary.canary_share:.0%})" if canary else "none",
-        "run": run.status.value if run else "none yet",
-        "run_when": f"#{run.id} · {ago(run.created_at)}" if run else None,
-    }
-
-
 state = read(loop_state)
+active, canary, run = state.active, state.canary, state.last_run
 cols = st.columns(4)
-cols[0].metric("Pending pairs", f"{state['pending']:,}", border=True)
-cols[1].metric("Active model", state["active"], border=True)
-cols[2].metric("Canary", state["canary"], border=True)
-cols[3].metric("Last run", state["run"], state["run_when"], delta_color="off", delta_arrow="off", border=True)
-if state["pending"]:
-    st.page_link("views/review.py", label=f"Review {state['pending']:,} pending pair(s)", icon=":material/fact_check:")
+cols[0].metric("Pending pairs", f"{state.pending_pairs:,}", border=True)
+cols[1].metric("Active model", active.name if active else "base", border=True)
+cols[2].metric("Canary", f"{canary.name} ({canary.canary_share:.0%})" if canary else "none", border=True)
+cols[3].metric("Last run", run.status.value if run else "none yet",
+               f"#{run.id} · {ago(run.created_at)}" if run else None, delta_color="off", delta_arrow="off", border=True)
+if state.pending_pairs:
+    st.page_link("views/review.py", label=f"Review {state.pending_pairs:,} pending pair(s)",
+                 icon=":material/fact_check:")
 
 days = st.segmented_control("Period", [7, 30, 90], default=30, format_func=lambda d: f"{d} days", key="period")
 daily, votes = overview_stats(current_settings().database_url, days or 30)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
-
 import streamlit as st
 
 from dashboard.auth import current_actor
 from dashboard.queries import act, read
-from dashboard.widgets import ago, side_by_side, thread
+from dashboard.widgets import ago, date_range, side_by_side, thread
 from storage.models import PairSource, PairStatus, PreferencePair
 from storage.pairs import PairFilter, approve_pair, count_pairs, list_pairs, reject_pair
 
 actor = current_actor()
 st.title("Review queue")
-
-
-def day_start(day) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
 def read_filter() -> PairFilter:
@@ -27,10 +21,8 @@ def read_filter() -> PairFilter:
         "Source", [None, *PairSource], format_func=lambda s: "all" if s is None else s.value, key="f_source"
     )
     channel = channel_col.text_input("Channel", placeholder="C0123…", key="f_channel").strip()
-    dates = dates_col.date_input("Created between", value=[], key="f_dates")
+    since, until = date_range(dates_col, "Created between", "f_dates")
     text = st.text_input("Search", placeholder="words in the prompt or answers", key="f_text").strip()
-    since = day_start(dates[0]) if len(dates) >= 1 else None
-    until = day_start(dates[1] + timedelta(days=1)) if len(dates) == 2 else None  # the end day included
     return PairFilter(status=status, source=source, channel_id=channel or None, since=since, until=until,
                       text=text or None)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from flywheel.settings import Settings, SettingsError, get_settings, masked_url
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated, session_scope
 from storage.errors import StorageError
+from storage.users import Actor, get_actor
 
 console = Console(stderr=True)
 
@@ -51,3 +52,11 @@ def db_session() -> Iterator[Session]:
         require_migrated(engine)
         with session_scope(engine) as session:
             yield session
+
+
+def acting_as(session: Session, username: str) -> Actor:
+    """The account `--as` names, with its role as stored now; storage/ then checks that role."""
+    actor = get_actor(session, username)
+    if actor is None:
+        raise fail(f"--as {username}: there is no enabled account of that name")
+    return actor
