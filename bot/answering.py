@@ -11,12 +11,13 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.ratelimit import Decision
 from bot.services import Services
 from bot.streaming import answer_stream
@@ -152,7 +153,9 @@ def answer_question(services: Services, client: WebClient, question: Question, b
     decision = services.limiter.check(question.user_id, question.event_id)
     if decision is Decision.seen:
         return
+    metrics.QUESTIONS.inc()
     if decision is Decision.deny:
+        metrics.RATE_LIMITED.inc()
         post_ephemeral(client, question.channel_id, question.user_id, question.thread_ts, RATE_LIMITED)
         return
     history = thread_history(client, question, bot_user_id)
@@ -188,11 +191,13 @@ def retry_answer(services: Services, client: WebClient, interaction_id: int, cha
     generate_and_post(services, client, interaction_id, channel_id, thread_ts, replace_ts=message_ts)
 
 
+@metrics.ANSWERS_IN_PROGRESS.track_inprogress()
 def generate_and_post(
     services: Services, client: WebClient, interaction_id: int, channel_id: str, thread_ts: str,
     *, replace_ts: str | None = None,
 ) -> None:
     """Stream the answer into the thread (in place of `replace_ts`, if given) and record it once, complete."""
+    started = time.perf_counter()
     with session_scope(services.engine) as session:
         interaction = get_interaction(session, interaction_id)
         messages, user_id, team_id = interaction.prompt_messages, interaction.user_id, interaction.conversation.team_id
@@ -201,8 +206,10 @@ def generate_and_post(
         replace_ts=replace_ts,
     )
     try:
-        reply = answer(services.settings, messages, user_id=user_id, on_token=stream.write)
+        write = metrics.first_words(stream.write, started)
+        reply = answer(services.settings, messages, user_id=user_id, on_token=write)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the question stays stored as failed
+        metrics.answer_failed(exc)
         if not isinstance(exc, ModelUnavailable):
             log.exception("answering interaction %s failed", interaction_id)
         stream.abort()
@@ -217,6 +224,7 @@ def generate_and_post(
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
         )
     last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
+    metrics.answer_completed(started, reply.completion_tokens)
     with session_scope(services.engine) as session:
         set_message_ts(session, interaction_id, last_ts)
 

@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry import default_retry_handlers
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot import metrics
 from bot.listeners import register_listeners
 from bot.services import Services
 from flywheel.settings import Settings
@@ -36,7 +37,7 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
     if settings.bot_mode == "http":
         signing_secret = _secret(settings, "slack_signing_secret", "HTTP mode verifies requests with it")
     # A streamed answer makes many calls: one refused with 429 waits Retry-After and goes again.
-    retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=2)]
+    retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=2), metrics.SlackApiObserver()]
     app = App(
         client=WebClient(token=token, base_url=settings.slack_api_url, retry_handlers=retries),
         signing_secret=signing_secret,
@@ -45,6 +46,7 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
         process_before_response=False,  # ack first, work after: Slack's 3 s limit
     )
     register_listeners(app, services or Services.from_settings(settings))
+    metrics.time_acks(app)
     return app
 
 

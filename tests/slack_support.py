@@ -98,3 +98,22 @@ def write_better_answer(bot: RunningBot, slack: SlackStub, user: str, message: d
     view = slack.wait_for("views.open", opened + 1)[-1].params["view"]
     values = {blocks.BETTER_BLOCK: {blocks.BETTER_INPUT: {"type": "plain_text_input", "value": text}}}
     return bot.send_interaction(view_submission(user, view, values))
+
+
+def finished_answer(slack: SlackStub, question_ts: str) -> dict | None:
+    """The bot's answer in the thread of `question_ts` once it carries its vote buttons (with streaming
+    refused, the first words are posted and edited until then)."""
+    for message in list(slack.messages):
+        if message.get("thread_ts") == question_ts and message.get("user") == BOT_USER_ID and any(
+            item.get("action_id") == blocks.VOTE_ACTION for block in message.get("blocks", [])
+            for item in block.get("elements", [])
+        ):
+            return message
+    return None
+
+
+def ask_until_answered(bot, slack: SlackStub, text: str = QUESTION, timeout: float = 300) -> dict:
+    """Mention the bot in a channel; returns its finished answer as Slack stores it, however it was written."""
+    message = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> {text}")
+    assert bot.send_event(event_callback(app_mention(message, CHANNEL))).status_code == 200
+    return eventually(lambda: finished_answer(slack, message["ts"]), timeout)

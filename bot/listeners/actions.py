@@ -7,7 +7,7 @@ import logging
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.answering import post_ephemeral, retry_answer
 from bot.services import Services
 from storage.db import session_scope
@@ -31,7 +31,8 @@ def register(app: App, services: Services) -> None:
         user_id, (channel_id, thread_ts) = body["user"]["id"], _thread_of(body)
         try:  # stored before the ack: two quick clicks land in the order they were made
             with session_scope(services.engine) as session:
-                _, pairs = record_vote(session, int(interaction_id), user_id, Vote(choice))
+                feedback, pairs = record_vote(session, int(interaction_id), user_id, Vote(choice))
+                metrics.VOTES.labels(choice, feedback.interaction.served_model or "unknown").inc()
             reply = blocks.vote_confirmation(choice)
         except NotFound:
             pairs, reply = [], GONE

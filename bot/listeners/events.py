@@ -5,6 +5,7 @@ from __future__ import annotations
 from slack_bolt import Ack, App, BoltContext, Say, SetSuggestedPrompts
 from slack_sdk import WebClient
 
+from bot import metrics
 from bot.answering import answer_question, question_from_event
 from bot.services import Services
 
@@ -23,8 +24,10 @@ def is_direct_message(event: dict) -> bool:
 def register(app: App, services: Services) -> None:
     def ack_now(ack: Ack) -> None:
         ack()  # within Slack's 3 s; the answer follows in the lazy listener
+        metrics.QUESTIONS_WAITING.inc()
 
     def answer(body: dict, event: dict, client: WebClient, context: BoltContext) -> None:
+        metrics.QUESTIONS_WAITING.dec()
         question = question_from_event(body, event, context.bot_user_id)
         if question is not None:
             answer_question(services, client, question, context.bot_user_id)

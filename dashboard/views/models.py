@@ -20,6 +20,8 @@ from storage.audit import list_events
 from storage.models import ModelVersion, VersionStatus
 from storage.registry import list_versions, promote_version, rollback, start_canary, stop_canary
 from storage.runs import get_run
+from training.model_card import read_model_card
+from training.tracking import mirror_registry
 
 actor = current_actor()
 st.title("Models")
@@ -27,7 +29,8 @@ st.title("Models")
 
 def sync_serving() -> None:
     """Push the registry to vLLM. If vLLM is down the registry change stands: `flywheel serve` and
-    the scheduler sync again when it is back."""
+    the scheduler sync again when it is back. MLflow's `production` / `canary` aliases follow too."""
+    mirror_registry(current_settings())
     try:
         result = sync_adapters(current_settings())
     except ServingError as exc:
@@ -119,6 +122,9 @@ def lineage(version: ModelVersion) -> str:
 
 
 st.markdown(lineage(chosen))
+card = read_model_card(chosen.adapter_path)
+with st.expander(f"Model card of {chosen.name}", expanded=False):
+    st.markdown(card or "No model card in the adapter folder.")
 st.dataframe(metrics_table(chosen, active), hide_index=True, column_config={
     "change": st.column_config.NumberColumn(format="%+.3f")})
 
