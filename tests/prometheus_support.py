@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 CONFIG, RULES = PROMETHEUS_DIR / "prometheus.yml", PROMETHEUS_DIR / "flywheel-rules.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "flywheel-dashboard.json"
-RATE_INTERVAL = "5m"  # what Grafana's $__rate_interval stands for here: the whole exchange fits in it
+RATE_INTERVAL = "5m"  # Grafana's $__rate_interval when checking for data: each exchange fits in it
+PLOT_RATE_INTERVAL = "1m"  # and when plotting: the shape of a few minutes shows
 COMPARISON = re.compile(r" (==|!=|>=|<=|>|<) ")  # a rule's threshold: an operator with a space either side
 
 
@@ -32,13 +33,13 @@ class Query:
     legend: str = ""
 
 
-def dashboard_queries() -> list[Query]:
+def dashboard_queries(rate_interval: str = RATE_INTERVAL) -> list[Query]:
     """Every target of every panel, and every annotation query, with Grafana's interval filled in."""
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [Query(f"panel {panel['title']!r}", target["expr"], target.get("legendFormat", ""))
                for panel in dashboard["panels"] for target in panel.get("targets", [])]
     queries += [Query(f"annotation {a['name']!r}", a["expr"]) for a in dashboard["annotations"]["list"] if "expr" in a]
-    return [Query(q.where, q.expr.replace("$__rate_interval", RATE_INTERVAL), q.legend) for q in queries]
+    return [Query(q.where, q.expr.replace("$__rate_interval", rate_interval), q.legend) for q in queries]
 
 
 def rules() -> list[dict]:
@@ -131,7 +132,7 @@ def plot_panels(prometheus: Prometheus, titles: list[str], start: float, end: fl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    queries = dashboard_queries()
+    queries = dashboard_queries(PLOT_RATE_INTERVAL)
     columns = 3
     rows = -(-len(titles) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
@@ -143,7 +144,7 @@ def plot_panels(prometheus: Prometheus, titles: list[str], start: float, end: fl
                 ax.plot(times, [float(v) for _, v in series["values"]], label=legend(query.legend, series["metric"]))
         for promoted in promotions:
             ax.axvline((promoted - start) / 60, color="#F2495C", linestyle="--", linewidth=1)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.replace("👍", "thumbs-up").replace("👎", "thumbs-down"), fontsize=10)  # no emoji font
         ax.set_xlabel("minutes into the test", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=7, loc="upper left")

@@ -1,12 +1,21 @@
 """The model card (Hugging Face format) each run writes into its adapter folder, shown on the Models page; the
-Training page's link to the run in MLflow. The real Streamlit app (AppTest) on a seeded database."""
+Training page's link to the run in MLflow (the real Streamlit app, AppTest, on a seeded database); and the
+`flywheel dashboard` process counting the pages a real Chromium opens on its /metrics."""
 
 from __future__ import annotations
 
-import pytest
-from dashboard_support import ADMIN, app_env, seed, signed_in, stored  # noqa: F401 - app_env is a fixture
-from huggingface_hub import ModelCard
+import os
+import subprocess
+import sys
 
+import httpx
+import pytest
+from dashboard_support import ADMIN, CLOSED_PORT_URL, app_env, seed, signed_in, stored  # noqa: F401 - a fixture
+from huggingface_hub import ModelCard
+from test_browser_dashboard import browser, wait_healthy, wait_text  # noqa: F401 - browser is a fixture
+from training_support import wait_for
+
+from serving.testing import free_port
 from storage.runs import get_run
 from training.model_card import read_model_card, write_model_card
 from training.run_summary import RunSummary
@@ -63,3 +72,27 @@ def test_the_training_page_links_the_run_to_mlflow(seeded, sqlite_url):
     at = signed_in(ADMIN, "training")
     captions = [c.value for c in at.caption]
     assert "MLflow run [abc123](http://mlflow.example:5000/#/experiments/3/runs/abc123)" in captions, captions
+
+
+@pytest.mark.browser
+def test_the_dashboard_process_counts_the_pages_people_open(sqlite_url, tmp_path, browser):  # noqa: F811
+    ui, metrics = free_port(), free_port()
+    env = {**os.environ, "FLYWHEEL_DATABASE_URL": sqlite_url, "FLYWHEEL_HOME": str(tmp_path / "home"),
+           "FLYWHEEL_VLLM_URL": CLOSED_PORT_URL, "FLYWHEEL_DASHBOARD_PORT": str(ui),
+           "FLYWHEEL_DASHBOARD_METRICS_PORT": str(metrics)}
+    with (tmp_path / "dashboard.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "flywheel", "dashboard"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{ui}", process)
+        browser.get(f"http://127.0.0.1:{ui}")
+        wait_text(browser, "Sign in")
+        def counted() -> str | None:
+            text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=10).text
+            return text if 'flywheel_dashboard_page_render_seconds_count{page="Sign in"}' in text else None
+
+        exposed = wait_for(counted, 30, "the sign-in page's render to be counted")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert 'flywheel_dashboard_page_views_total{page="Sign in"}' in exposed
