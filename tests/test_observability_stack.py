@@ -10,7 +10,8 @@ pairs; the scheduler starts a real DPO run (one step) that registers v1; an admi
 serve` loads it; Alice asks again and Bob votes on v1's answers. Then every query is asked of Prometheus's
 HTTP API, MLflow is read with MlflowClient, and the dashboard's main panels are plotted to test-artifacts/.
 
-One vLLM start (about 40 s on 2 idle cores) and one training run (about a minute idle; several under load).
+One vLLM start (about 40 s on 2 idle cores) and one training run of one step. Measured here while other suites
+kept the 2 cores at a load average of 16-19: 20 minutes (vLLM's start 5, the run 4, each answer up to 2).
 """
 
 from __future__ import annotations
