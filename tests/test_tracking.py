@@ -96,7 +96,7 @@ def test_an_unreachable_tracking_server_is_a_warning_and_changes_nothing(setting
         tracker.end("FINISHED")
         mirror_registry(unreachable, engine_of)
     assert f"MLflow at {server} unavailable, run {run_id} is not tracked" in caplog.text
-    assert tracker.mlflow is None and "MLflow model aliases not updated" in caplog.text
+    assert tracker.client is None and "MLflow model aliases not updated" in caplog.text
     with session_scope(engine_of) as session:
         assert get_run(session, run_id).mlflow_run is None
 
@@ -106,4 +106,4 @@ def test_tracking_turned_off_creates_no_store(settings, engine_of):
     tracker = start_tracking(off, engine_of, finished_run(engine_of))
     tracker.log_step(1, {"loss": 0.5})
     mirror_registry(off, engine_of)
-    assert tracker.mlflow is None and not settings.mlflow_dir.exists()
+    assert tracker.client is None and not settings.mlflow_dir.exists()

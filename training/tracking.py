@@ -38,7 +38,7 @@ def is_local_store(settings) -> bool:
     return settings.mlflow_tracking_uri.startswith("sqlite:")
 
 
-def client(settings):
+def mlflow_client(settings):
     from mlflow import MlflowClient
     from mlflow.environment_variables import (
         MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
@@ -55,13 +55,13 @@ def client(settings):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def experiment_id(mlflow, settings) -> str:
-    found = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+def experiment_id(client, settings) -> str:
+    found = client.get_experiment_by_name(settings.mlflow_experiment)
     if found is not None:
         return found.experiment_id
     # A local store keeps its artifacts beside it (MLflow's default would be ./mlruns of whatever cwd).
     location = (settings.mlflow_dir / "artifacts").resolve().as_uri() if is_local_store(settings) else None
-    return mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    return client.create_experiment(settings.mlflow_experiment, artifact_location=location)
 
 
 def run_params(summary: RunSummary) -> dict[str, str]:
@@ -90,20 +90,20 @@ def evaluation_metrics(summary: RunSummary) -> dict[str, float]:
 class RunTracker:
     """One Flywheel run as one MLflow run (a tracker without a client does nothing)."""
 
-    def __init__(self, mlflow=None, run_id: str = ""):
-        self.mlflow, self.run_id = mlflow, run_id
+    def __init__(self, client=None, run_id: str = ""):
+        self.client, self.run_id = client, run_id
 
     def _call(self, what: str, action: Callable[[], T]) -> T | None:
-        if self.mlflow is None:
+        if self.client is None:
             return None
         try:
             return action()
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the run goes on
             log.warning("MLflow: %s failed, tracking is off for the rest of this run: %s", what, exc)
-            self.mlflow = None
+            self.client = None
             return None
 
-    def reporting(self, report: "Reporter") -> "Reporter":
+    def reporting(self, report: Reporter) -> Reporter:
         """`report`, with each step's metrics also logged to MLflow."""
 
         def tracked(step: int, values: dict[str, Any]) -> bool:
@@ -112,12 +112,18 @@ class RunTracker:
 
         return tracked
 
+    def log_params(self, summary: RunSummary) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(name, value) for name, value in run_params(summary).items()]
+        self._call("logging the parameters", lambda: self.client.log_batch(self.run_id, params=params))
+
     def log_step(self, step: int, values: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
-        self._call("logging step metrics", lambda: self.mlflow.log_batch(self.run_id, metrics=metrics))
+        self._call("logging step metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def publish(self, summary: RunSummary, adapter_dir: Path, model_name: str) -> None:
         """The evaluation and the gate's decision, the adapter with its card, and the version it registered."""
@@ -127,16 +133,16 @@ class RunTracker:
         metrics = [Metric(name, value, now, 0) for name, value in evaluation_metrics(summary).items()]
         tags = [RunTag("flywheel.gate", str(summary.eval_metrics.get("gate", ""))),
                 RunTag(VERSION_TAG, summary.version or "not registered")]
-        self._call("logging the evaluation", lambda: self.mlflow.log_batch(self.run_id, metrics=metrics, tags=tags))
-        self._call("logging the adapter", lambda: self.mlflow.log_artifacts(self.run_id, str(adapter_dir),
+        self._call("logging the evaluation", lambda: self.client.log_batch(self.run_id, metrics=metrics, tags=tags))
+        self._call("logging the adapter", lambda: self.client.log_artifacts(self.run_id, str(adapter_dir),
                                                                             ADAPTER_ARTIFACTS))
         if summary.version is not None:
             self._call("registering the model version",
-                       lambda: register_model_version(self.mlflow, model_name, self.run_id, summary.version))
+                       lambda: register_model_version(self.client, model_name, self.run_id, summary.version))
 
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED (cancelled)."""
-        self._call("ending the run", lambda: self.mlflow.set_terminated(self.run_id, status))
+        self._call("ending the run", lambda: self.client.set_terminated(self.run_id, status))
 
 
 def start_tracking(settings, engine: Engine, run_id: int) -> RunTracker:
@@ -147,32 +153,29 @@ def start_tracking(settings, engine: Engine, run_id: int) -> RunTracker:
     with session_scope(engine) as session:
         summary = summarize_run(session, settings, run_id)
     try:
-        mlflow = client(settings)
-        experiment = experiment_id(mlflow, settings)
-        run = mlflow.create_run(experiment, run_name=f"flywheel-run-{run_id}",
+        client = mlflow_client(settings)
+        experiment = experiment_id(client, settings)
+        run = client.create_run(experiment, run_name=f"flywheel-run-{run_id}",
                                 tags={"flywheel.run_id": str(run_id), "flywheel.kind": summary.kind})
-        tracker = RunTracker(mlflow, run.info.run_id)
+        tracker = RunTracker(client, run.info.run_id)
     except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the run goes on
         log.warning("MLflow at %s unavailable, run %s is not tracked: %s", mlflow_location(settings), run_id, exc)
         return RunTracker()
-    from mlflow.entities import Param
-
-    params = [Param(name, value) for name, value in run_params(summary).items()]
-    tracker._call("logging the parameters", lambda: mlflow.log_batch(tracker.run_id, params=params))
+    tracker.log_params(summary)
     with session_scope(engine) as session:
         get_run(session, run_id).mlflow_run = {"experiment_id": experiment, "run_id": tracker.run_id}
     return tracker
 
 
-def register_model_version(mlflow, model_name: str, run_id: str, version: str) -> None:
+def register_model_version(client, model_name: str, run_id: str, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.create_registered_model(model_name, description="Flywheel's LoRA adapters; aliases follow its registry.")
+        client.create_registered_model(model_name, description="Flywheel's LoRA adapters; aliases follow its registry.")
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    mlflow.create_model_version(model_name, source=f"runs:/{run_id}/{ADAPTER_ARTIFACTS}", run_id=run_id,
+    client.create_model_version(model_name, source=f"runs:/{run_id}/{ADAPTER_ARTIFACTS}", run_id=run_id,
                                 tags={VERSION_TAG: version})
 
 
@@ -186,17 +189,17 @@ def mirror_registry(settings, engine: Engine | None = None) -> None:
         active, canary = active_version(session), canary_version(session)
         wanted = {"production": active.name if active else None, "canary": canary.name if canary else None}
     try:
-        mlflow, name = client(settings), settings.mlflow_experiment
-        versions = {mv.tags.get(VERSION_TAG): str(mv.version) for mv in mlflow.search_model_versions(f"name='{name}'")}
+        client, name = mlflow_client(settings), settings.mlflow_experiment
+        versions = {mv.tags.get(VERSION_TAG): str(mv.version) for mv in client.search_model_versions(f"name='{name}'")}
         if not versions:
             return
-        current = {alias: str(version) for alias, version in mlflow.get_registered_model(name).aliases.items()}
+        current = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
         for alias, version_name in wanted.items():
             target = versions.get(version_name)
             if target is None and alias in current:
-                mlflow.delete_registered_model_alias(name, alias)
+                client.delete_registered_model_alias(name, alias)
             elif target is not None and current.get(alias) != target:
-                mlflow.set_registered_model_alias(name, alias, target)
+                client.set_registered_model_alias(name, alias, target)
     except Exception as exc:  # noqa: BLE001 - the registry change stands; the next call retries
         log.warning("MLflow model aliases not updated: %s", exc)
 
