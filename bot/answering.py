@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from datetime import timedelta
@@ -19,7 +20,7 @@ from datetime import timedelta
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.answer_queue import AnswerJob, QueueFull
 from bot.services import Services
 from bot.streaming import answer_stream
@@ -249,9 +250,12 @@ def generate_and_post(
         services.settings, services.pacer, client, interaction_id, where.channel_id, where.thread_ts,
         user_id=where.user_id, team_id=where.team_id, replace_ts=replace_ts,
     )
+    started = time.perf_counter()
     try:
-        reply = answer(services.settings, messages, user_id=where.user_id, on_token=stream.write)
+        reply = answer(services.settings, messages, user_id=where.user_id,
+                       on_token=metrics.first_words(stream.write, started))
     except Exception as exc:  # noqa: BLE001 - whatever failed, the question stays stored as failed
+        metrics.answer_failed(exc)
         if not isinstance(exc, ModelUnavailable):
             log.exception("answering interaction %s failed", interaction_id)
         stream.abort()
@@ -265,7 +269,12 @@ def generate_and_post(
             model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
         )
-    last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
+    try:
+        last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
+    except SlackApiError as exc:  # Slack still refused after the retries: the answer is stored, not shown
+        metrics.answer_failed(exc)
+        raise
+    metrics.answer_completed(started, reply.completion_tokens)
     with session_scope(services.engine) as session:
         set_message_ts(session, interaction_id, last_ts)
 

@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry import default_retry_handlers
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
+from bot import metrics
 from bot.answering import answer_job, resume_waiting
 from bot.listeners import register_listeners
 from bot.services import Services
@@ -35,7 +36,8 @@ def _secret(settings: Settings, name: str, why: str) -> str:
 def slack_client(settings: Settings) -> WebClient:
     token = _secret(settings, "slack_bot_token", "the bot token, xoxb-...")
     retries = [*default_retry_handlers(), RateLimitErrorRetryHandler(max_retry_count=SLACK_RETRIES),
-               ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES)]
+               ServerErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+               metrics.SlackApiObserver()]  # last: it sees how each call finally ended
     return WebClient(token=token, base_url=settings.slack_api_url, retry_handlers=retries)
 
 
@@ -58,6 +60,7 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
     )
     services = services or Services.from_settings(settings)
     register_listeners(app, services)
+    metrics.time_acks(app)
     services.start_answering(lambda job: answer_job(services, client, job))
     return app
 

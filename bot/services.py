@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from bot import metrics
 from bot.answer_queue import AnswerJob, AnswerQueue
 from bot.ratelimit import RateLimiter
 from bot.redaction import redact
@@ -43,6 +44,8 @@ class Services:
     def start_answering(self, answer: Callable[[AnswerJob], None]) -> None:
         self.answers = AnswerQueue(answer, workers=self.settings.answer_workers_count,
                                    capacity=self.settings.answer_queue_size)
+        metrics.QUESTIONS_WAITING.set_function(lambda: self.answers.waiting)
+        metrics.ANSWERS_IN_PROGRESS.set_function(lambda: self.answers.answering)
 
     def in_background(self, call: Callable, *args, **kwargs) -> Future:
         """Run a Slack call after the ack instead of before it; a failure is logged, never raised."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import auth
+from dashboard import auth, metrics
 from dashboard.queries import SETTINGS_KEY, check_migrated, show_flash
 from flywheel.settings import SettingsError, get_settings
 from storage.db import DatabaseNotMigrated
@@ -49,4 +49,4 @@ else:
         ]
     page = st.navigation(pages)
     show_flash()
-page.run()
+metrics.render(page)

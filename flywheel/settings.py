@@ -134,6 +134,28 @@ class Settings(BaseSettings):
     auto_promote: bool = Field(False, description="Promote a registered candidate without an admin.")
     canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")
 
+    # --- observability -----------------------------------------------------------------
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics from each long-running process.")
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics endpoints listen on.")
+    serve_metrics_port: int = Field(
+        9471, ge=1, le=65535, description="/metrics port of `flywheel serve` (vLLM's own is on its API port)."
+    )
+    bot_metrics_port: int = Field(9472, ge=1, le=65535, description="/metrics port of `flywheel bot`.")
+    scheduler_metrics_port: int = Field(
+        9473, ge=1, le=65535, description="/metrics port of `flywheel scheduler` (with the database gauges)."
+    )
+    dashboard_metrics_port: int = Field(9474, ge=1, le=65535, description="/metrics port of `flywheel dashboard`.")
+    feedback_window_hours: float = Field(
+        24, gt=0, description="Window of the 👍 / 👎 share gauges (the active version's latest answers; the "
+        "previous version's answers before the promotion).",
+    )
+    mlflow_enabled: bool = Field(True, description="Track training runs in MLflow and mirror promotions as model aliases.")
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking URI (a team's server: http://…); empty means sqlite at HOME/mlflow/mlflow.db."
+    )
+    mlflow_experiment: str = Field("flywheel", description="MLflow experiment and registered model name.")
+    model_card_license: str = Field("apache-2.0", description="License named in each version's model card.")
+
     # --- dashboard ---------------------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard.")
@@ -152,6 +174,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.home / 'flywheel.db').as_posix()}"
         if not self.vllm_url:
             self.vllm_url = f"http://{self.vllm_host}:{self.vllm_port}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{(self.mlflow_dir / 'mlflow.db').as_posix()}"
         return self
 
     def __repr_args__(self):
@@ -174,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
 
     @property
     def base_model_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from flywheel.settings import Settings
+from serving import metrics
 from serving.errors import AdapterError, ModelUnavailable, ServingError
 from storage import registry
 from storage.db import get_engine, session_scope
@@ -60,8 +61,10 @@ def load_adapter(settings: Settings, name: str, path: str | Path) -> bool:
     if current == str(path):
         return False
     body = {"lora_name": name, "lora_path": str(path), "load_inplace": current is not None}
-    response = _request(settings, "POST", "/v1/load_lora_adapter", json=body)
+    with metrics.ADAPTER_LOAD_SECONDS.time():
+        response = _request(settings, "POST", "/v1/load_lora_adapter", json=body)
     if response.status_code == 200:
+        metrics.ADAPTER_LOADS.inc()
         return True
     if loaded_adapters(settings).get(name) == str(path):
         return False  # a concurrent caller loaded the same adapter first
@@ -73,6 +76,8 @@ def unload_adapter(settings: Settings, name: str) -> bool:
     if name not in loaded_adapters(settings):
         return False
     response = _request(settings, "POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+    if response.status_code == 200:
+        metrics.ADAPTER_UNLOADS.inc()
     if response.status_code == 200 or name not in loaded_adapters(settings):
         return response.status_code == 200
     raise AdapterError(f"vLLM refused to unload {name!r}: {_error_message(response)}")
@@ -91,6 +96,7 @@ class SyncResult:
     unloaded: list[str] = field(default_factory=list)
 
 
+@metrics.SYNC_FAILURES.count_exceptions()
 def sync_adapters(settings: Settings) -> SyncResult:
     """Make vLLM serve exactly the registry's active and canary versions.
 

@@ -24,6 +24,7 @@ import httpx
 from flywheel.settings import Settings
 from serving.errors import EngineStartError
 from serving.gpu_memory import vllm_share
+from serving.metrics import VLLM_RESTARTS
 
 BASE_MODEL_NAME = "base"
 LOG_TAIL_BYTES = 4000
@@ -207,6 +208,7 @@ class Supervisor:
                 continue
             self._after_restart()
             self.restarts += 1
+            VLLM_RESTARTS.inc()
             self.log("vLLM restarted")
 
     def _after_restart(self) -> None:

@@ -118,6 +118,7 @@ class Interaction(Base):
     __table_args__ = (
         Index("ix_interaction_created", "created_at"),
         Index("ix_interaction_status_created", "status", "created_at"),  # questions still waiting for an answer
+        Index("ix_interaction_served_created", "served_model", "created_at"),  # feedback share per version
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -178,6 +179,7 @@ class PreferencePair(Base):
     __table_args__ = (
         Index("ix_pair_status_created", "status", "created_at"),
         Index("ix_pair_status_id", "status", "id"),  # the review queue: newest (highest id) first by status
+        Index("ix_pair_status_source", "status", "source"),  # pairs by status and source, counted at each scrape
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -234,6 +236,7 @@ class TrainingRun(Base):
     log_path: Mapped[str | None] = mapped_column(String(1024))
     output_dir: Mapped[str | None] = mapped_column(String(1024))
     error: Mapped[str | None] = mapped_column(Text)
+    mlflow_run: Mapped[dict[str, Any] | None] = mapped_column()  # {"experiment_id", "run_id"} when tracked in MLflow
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

@@ -100,14 +100,19 @@ def promote_version(session: Session, version_id: int, actor: Actor, *, action: 
     return version
 
 
-def rollback(session: Session, actor: Actor) -> ModelVersion:
-    """Re-activate the most recently promoted retired version (the one before the current)."""
-    require_role(actor, Role.admin)
+def previous_version(session: Session) -> ModelVersion | None:
+    """The version active before the current one: the most recently promoted retired version."""
     current = active_version(session)
     query = select(ModelVersion).where(ModelVersion.status == V.retired, ModelVersion.promoted_at.is_not(None))
     if current is not None and current.promoted_at is not None:
         query = query.where(ModelVersion.promoted_at < current.promoted_at)
-    previous = session.scalar(query.order_by(ModelVersion.promoted_at.desc()).limit(1))
+    return session.scalar(query.order_by(ModelVersion.promoted_at.desc()).limit(1))
+
+
+def rollback(session: Session, actor: Actor) -> ModelVersion:
+    """Re-activate the most recently promoted retired version (the one before the current)."""
+    require_role(actor, Role.admin)
+    previous = previous_version(session)
     if previous is None:
         raise InvalidTransition("there is no earlier active version to roll back to")
     return promote_version(session, previous.id, actor, action="rollback")

@@ -158,3 +158,11 @@ def last_started_at(session: Session):
 
 def run_metrics(session: Session, run_id: int) -> list[RunMetric]:
     return list(session.scalars(select(RunMetric).where(RunMetric.run_id == run_id).order_by(RunMetric.step)))
+
+
+def latest_finished_run(session: Session, status: RunStatus | None = None) -> TrainingRun | None:
+    """The run that finished last (with `status`, if given)."""
+    query = select(TrainingRun).where(TrainingRun.finished_at.is_not(None))
+    if status is not None:
+        query = query.where(TrainingRun.status == status)
+    return session.scalar(query.order_by(TrainingRun.finished_at.desc()).limit(1))

@@ -1,4 +1,5 @@
-"""Aggregates: answers and votes per day and per served model (the overview), pairs by status and source."""
+"""Aggregates: answers and votes per day and per served model (the dashboard's overview); pairs, votes and
+runs counted for the metrics the scheduler exports (each an indexed or bounded query: they run at every scrape)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ from datetime import datetime
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Feedback, Interaction, InteractionStatus, PreferencePair, Vote
+from storage.models import (
+    Feedback,
+    Interaction,
+    InteractionStatus,
+    PairSource,
+    PairStatus,
+    PreferencePair,
+    RunKind,
+    RunStatus,
+    TrainingRun,
+    Vote,
+)
+
+ID_CHUNK = 500  # ids per IN (...) list: far below SQLite's limit on bound parameters
 
 
 def _day(column):
@@ -60,3 +74,42 @@ def pair_counts(session: Session, *, since: datetime | None = None, per_day: boo
         | ({"day": str(row["day"])} if per_day else {})
         for row in (r._asdict() for r in session.execute(query))
     ]
+def pair_source_counts(session: Session, pair_ids: list[int]) -> dict[PairSource, int]:
+    """How many of these pairs came from each source."""
+    counts: dict[PairSource, int] = {}
+    for start in range(0, len(pair_ids), ID_CHUNK):
+        chunk = pair_ids[start : start + ID_CHUNK]
+        query = select(PreferencePair.source, func.count()).where(PreferencePair.id.in_(chunk))
+        for source, n in session.execute(query.group_by(PreferencePair.source)):
+            counts[source] = counts.get(source, 0) + n
+    return counts
+
+
+def oldest_pending_pair_at(session: Session) -> datetime | None:
+    """When the oldest pair still waiting for review was created (None: the queue is empty)."""
+    query = select(func.min(PreferencePair.created_at)).where(PreferencePair.status == PairStatus.pending)
+    return session.scalar(query)
+
+
+def votes_on_answers(session: Session, served_model: str, since: datetime, until: datetime) -> dict[Vote, int]:
+    """Votes on the answers `served_model` gave between `since` and `until` (a range of one index)."""
+    query = (
+        select(Feedback.vote, func.count())
+        .join(Interaction, Interaction.id == Feedback.interaction_id)
+        .where(Interaction.served_model == served_model, Interaction.created_at >= since,
+               Interaction.created_at <= until)
+        .group_by(Feedback.vote)
+    )
+    return {vote: n for vote, n in session.execute(query)}
+
+
+def run_counts(session: Session) -> dict[tuple[RunKind, RunStatus], int]:
+    query = select(TrainingRun.kind, TrainingRun.status, func.count()).group_by(TrainingRun.kind, TrainingRun.status)
+    return {(kind, status): n for kind, status, n in session.execute(query)}
+
+
+def gate_decisions(session: Session) -> dict[bool, int]:
+    """Succeeded runs whose candidate passed the gate (True: registered) or not (False)."""
+    passed = TrainingRun.not_registered_reason.is_(None)
+    query = select(passed, func.count()).where(TrainingRun.status == RunStatus.succeeded).group_by(passed)
+    return {bool(flag): n for flag, n in session.execute(query)}

@@ -116,3 +116,15 @@ def leaked_secrets(*sources) -> list[str]:
             texts += [path.read_text(errors="replace") for path in source.rglob("*") if path.is_file()
                       and path.suffix in ("", ".log", ".out", ".txt", ".json", ".jsonl")]
     return [name for name, value in SECRETS.items() if any(value in text for text in texts)]
+def finished_answer(slack: SlackStub, question_ts: str) -> dict | None:
+    """The bot's answer in the thread of `question_ts` once it carries its vote buttons (with streaming
+    refused, the first words are posted and edited until then)."""
+    answers = slack.answers_by_thread().get(question_ts)
+    return answers[-1] if answers else None
+
+
+def ask_until_answered(bot, slack: SlackStub, text: str = QUESTION, timeout: float = 300) -> dict:
+    """Mention the bot in a channel; returns its finished answer as Slack stores it, however it was written."""
+    message = slack.user_message(CHANNEL, ALICE, f"<@{BOT_USER_ID}> {text}")
+    assert bot.send_event(event_callback(app_mention(message, CHANNEL))).status_code == 200
+    return eventually(lambda: finished_answer(slack, message["ts"]), timeout)

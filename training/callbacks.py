@@ -1,7 +1,8 @@
-"""A TrainerCallback that reports each logged step (metrics, tokens/s) and stops on cancellation."""
+"""A TrainerCallback that reports each logged step (TRL's metrics, tokens/s) and stops on cancellation."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +40,9 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "train_loss" in logs:  # the end-of-training summary is not a step
             return
-        values = {name: float(logs[key]) for key, name in METRIC_KEYS.items() if key in logs}
+        # Every number TRL logged (what MLflow shows), the usual ones under the names the dashboard uses.
+        values = {METRIC_KEYS.get(key, key): float(value) for key, value in logs.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
         now, tokens = time.perf_counter(), state.num_input_tokens_seen
         if tokens > self._last_tokens and now > self._last_time:
             values["tokens_per_s"] = (tokens - self._last_tokens) / (now - self._last_time)

@@ -29,9 +29,12 @@ from training.dpo import train_dpo
 from training.evaluation import BASE, score_versions
 from training.gate import decide
 from training.modeling import require_gpu_room
+from training.model_card import write_model_card
 from training.regression import answer_regression_prompts
+from training.run_summary import summarize_run
 from training.sft import train_sft
 from training.snapshots import build_snapshot, load_snapshot
+from training.tracking import RunTracker, mirror_registry, start_tracking
 from training.trainer import TrainResult
 
 log = logging.getLogger("flywheel.training")
@@ -163,6 +166,16 @@ def promote(settings, engine: Engine, version_id: int) -> None:
         log.warning("auto-promoted, but vLLM could not be synced yet: %s", exc)
 
 
+def publish(settings, engine: Engine, run_id: int, adapter_dir: Path, tracker: RunTracker) -> None:
+    """The adapter's model card, then the run's evaluation, adapter and version in MLflow."""
+    with session_scope(engine) as session:
+        summary = summarize_run(session, settings, run_id)
+    write_model_card(adapter_dir, summary, settings.model_card_license)
+    tracker.publish(summary, adapter_dir, settings.mlflow_experiment)
+    tracker.end("FINISHED")
+    mirror_registry(settings, engine)  # an auto-promoted version has its MLflow model version only now
+
+
 def fail_run(engine: Engine, run_id: int, exc: BaseException) -> None:
     with session_scope(engine) as session:
         if get_run(session, run_id).status is RunStatus.running:
@@ -175,6 +188,7 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
     state = PartialState()
     main = state.is_main_process  # under `accelerate launch`, only rank 0 writes the database
     output_dir = settings.runs_dir / f"run-{run_id}"
+    tracker = RunTracker()
     if main:
         with session_scope(engine) as session:
             start_run(session, run_id, pid=os.getpid(), log_path=log_path, output_dir=str(output_dir))
@@ -182,7 +196,9 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
         with state.main_process_first():
             plan = prepare(settings, engine, run_id)
         require_gpu_room(plan.model_dir, plan.config, f"run {run_id}")
-        report = step_reporter(engine, run_id) if main else (lambda _step, _values: False)
+        if main:
+            tracker = start_tracking(settings, engine, run_id)
+        report = tracker.reporting(step_reporter(engine, run_id)) if main else (lambda _step, _values: False)
         trainer = TRAINERS[plan.kind]
         result = trainer(plan.config, plan.model_dir, plan.train, plan.output_dir,
                          start_adapter=plan.start_adapter, report=report)
@@ -192,12 +208,15 @@ def execute_run(settings, run_id: int, *, log_path: str = "", engine: Engine | N
             with session_scope(engine) as session:
                 finish_run(session, run_id, RunStatus.cancelled, error=f"cancelled at step {result.steps}")
             log.info("run %s cancelled at step %s", run_id, result.steps)
+            tracker.end("KILLED")
             return
         evaluate_and_register(settings, engine, run_id, plan, result)
+        publish(settings, engine, run_id, result.adapter_path, tracker)
     except BaseException as exc:  # KeyboardInterrupt / SIGTERM included: never leave it "running"
         log.exception("run %s failed", run_id)
         if main:
             fail_run(engine, run_id, exc)
+            tracker.end("FAILED")
         raise
     finally:
         state.destroy_process_group()  # under `accelerate launch`: NCCL leaks resources otherwise

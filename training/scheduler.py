@@ -27,6 +27,8 @@ from storage.pairs import count_approved_since
 from storage.runs import active_run, finish_run, last_started_at, reap_stale_runs
 from storage.users import Actor, Role
 from training.launcher import start_run_now
+from training.metrics import SCHEDULER_CHECKS, SCHEDULER_LEADER
+from training.tracking import mirror_registry
 
 log = logging.getLogger("flywheel.scheduler")
 LEASE = "scheduler"
@@ -117,6 +119,7 @@ class FlywheelScheduler:
             self.scheduler.add_job(func, "interval", seconds=self.settings.scheduler_interval_s, id=job_id,
                                    replace_existing=True)
         self.scheduler.start()
+        SCHEDULER_LEADER.set(1)
         log.info("%s holds the scheduler lease and runs the jobs", self.holder)
 
     def _stop_jobs(self) -> None:
@@ -124,6 +127,7 @@ class FlywheelScheduler:
         scheduler, self.scheduler = self.scheduler, None
         if _leader is self:
             _leader = None
+        SCHEDULER_LEADER.set(0)
         if scheduler is not None:
             scheduler.shutdown(wait=False)
 
@@ -161,12 +165,15 @@ class FlywheelScheduler:
             reason = why_not_start(session, self.settings)
         if reason is not None:
             log.debug("no run: %s", reason)
+            SCHEDULER_CHECKS.labels("not_due").inc()
             return None
         try:
             run_id = start_run_now(self.settings, SCHEDULER_ACTOR, RunKind.dpo)
         except InvalidInput as exc:  # another run was queued a moment ago
             log.info("no run: %s", exc)
+            SCHEDULER_CHECKS.labels("not_due").inc()
             return None
+        SCHEDULER_CHECKS.labels("started").inc()
         log.info("started run %s", run_id)
         return run_id
 
@@ -180,6 +187,7 @@ class FlywheelScheduler:
         from serving.adapters import sync_adapters
         from serving.errors import ServingError
 
+        mirror_registry(self.settings, self.engine)  # MLflow's aliases follow whichever face promoted
         try:
             result = sync_adapters(self.settings)
         except ServingError as exc:  # vLLM down or restarting: the next tick tries again

@@ -10,7 +10,7 @@ import logging
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.answer_queue import AnswerJob
 from bot.answering import ACK_STORE_S, Where, enqueue_answer, post_ephemeral, text_field
 from bot.services import Services
@@ -31,15 +31,18 @@ def _where(body: dict) -> Where:
 
 def store_vote(services: Services, interaction_id: int, user_id: str, vote: Vote) -> str:
     """Record the vote (retried while the database restarts); returns the confirmation to show."""
+
+    def record(session) -> tuple[str, int]:
+        feedback, pairs = record_vote(session, interaction_id, user_id, vote)
+        return feedback.interaction.served_model or "unknown", len(pairs)
+
     try:
-        pairs = transaction_with_retry(
-            services.engine, lambda session: record_vote(session, interaction_id, user_id, vote)[1],
-            within_s=ACK_STORE_S,
-        )
+        model, pairs = transaction_with_retry(services.engine, record, within_s=ACK_STORE_S)
     except NotFound:
         return GONE
+    metrics.VOTES.labels(vote.value, model).inc()
     if pairs:
-        log.info("vote on interaction %s made %d preference pair(s)", interaction_id, len(pairs))
+        log.info("vote on interaction %s made %d preference pair(s)", interaction_id, pairs)
     return blocks.vote_confirmation(vote.value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from slack_bolt import Ack, App, BoltContext, Say, SetSuggestedPrompts
 from slack_sdk import WebClient
 
+from bot import metrics
 from bot.answer_queue import AnswerJob
 from bot.answering import RATE_LIMITED, Where, enqueue_answer, post_ephemeral, question_from_event, receive_question
 from bot.services import Services
@@ -36,8 +37,10 @@ def register(app: App, services: Services) -> None:
         if question is None:
             ack()
             return
+        metrics.QUESTIONS.inc()
         where = Where(question.channel_id, question.thread_ts, question.user_id, question.team_id)
         if not services.limiter.allow(question.user_id):
+            metrics.RATE_LIMITED.inc()
             ack()
             services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
                                    RATE_LIMITED)

@@ -7,7 +7,7 @@ import json
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.answering import post_ephemeral, text_field
 from bot.services import Services
 from storage.db import session_scope
@@ -46,4 +46,5 @@ def register(app: App, services: Services) -> None:
             ack(response_action="errors", errors={blocks.BETTER_BLOCK: refusal})
             return
         ack()
+        metrics.BETTER_ANSWERS.inc()
         services.in_background(post_ephemeral, client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)

@@ -14,11 +14,12 @@ import streamlit as st
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, flash, read
 from dashboard.widgets import badge, confirm_button, when
-from serving.adapters import sync_and_report
 from storage.audit import describe_change, list_events
 from storage.models import ModelVersion, VersionStatus
 from storage.registry import list_versions, promote_version, rollback, start_canary, stop_canary
 from storage.runs import get_run
+from training.model_card import read_model_card
+from training.tracking import follow_registry
 
 actor = current_actor()
 st.title("Models")
@@ -26,7 +27,7 @@ st.title("Models")
 
 def sync_serving() -> None:
     """Push the registry to vLLM (a vLLM that is down is reported; the registry change stands)."""
-    report = sync_and_report(current_settings())
+    report = follow_registry(current_settings())
     flash("success" if report.updated else "warning", report.message)
 
 
@@ -110,6 +111,9 @@ def lineage(version: ModelVersion) -> str:
 
 
 st.markdown(lineage(chosen))
+card = read_model_card(chosen.adapter_path)
+with st.expander(f"Model card of {chosen.name}", expanded=False):
+    st.markdown(card or "No model card in the adapter folder.")
 st.dataframe(metrics_table(chosen, active), hide_index=True, column_config={
     "change": st.column_config.NumberColumn(format="%+.3f")})
 

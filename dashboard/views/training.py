@@ -12,6 +12,7 @@ from dashboard.queries import act, current_settings, perform, read
 from dashboard.widgets import ago, badge, confirm_button, when
 from storage.models import RunStatus, TrainingRun
 from storage.runs import get_run, list_runs, request_cancel, run_metrics
+from training.tracking import mlflow_location, run_link
 
 actor = current_actor()
 LIVE = (RunStatus.queued, RunStatus.running)
@@ -85,12 +86,23 @@ def cancel(run_id: int) -> None:
     act(lambda s: f"Cancellation of run #{run_id} requested ({request_cancel(s, run_id, actor).status.value}).")
 
 
+def mlflow_caption(run: TrainingRun) -> None:
+    if not run.mlflow_run:
+        return
+    settings, run_ref = current_settings(), run.mlflow_run["run_id"]
+    link = run_link(settings, run.mlflow_run)
+    st.caption(f"MLflow run [{run_ref}]({link})" if link else
+               f"MLflow run `{run_ref}` in `{mlflow_location(settings)}` (browse it with `mlflow ui "
+               f"--backend-store-uri {mlflow_location(settings)}`)")
+
+
 def run_details(run_id: int) -> None:
     run = read(lambda s: get_run(s, run_id))
     head, action = st.columns([4, 1])
     head.markdown(f"### Run #{run.id} {badge(run.status)}")
     head.caption(f"{run.kind.value} · triggered by {run.triggered_by} · created {ago(run.created_at)}"
                  + (f" · snapshot #{run.snapshot_id}" if run.snapshot_id else ""))
+    mlflow_caption(run)
     if run.total_steps:
         st.progress(min(run.current_step / run.total_steps, 1.0), text=f"step {progress_text(run)}")
     if run.error:

@@ -9,6 +9,7 @@ import threading
 import typer
 
 from flywheel.cli.common import fail, settings
+from flywheel.metrics_server import serve_metrics
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 
 
@@ -27,6 +28,7 @@ def bot() -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         require_migrated(get_engine(config.database_url))
+        serve_metrics(config, config.bot_metrics_port)
         run(config, stop)
     except (MissingSlackCredentials, DatabaseNotMigrated, BoltError) as exc:
         raise fail(str(exc)) from None

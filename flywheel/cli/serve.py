@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from flywheel.cli.common import console, fail, settings
+from flywheel.metrics_server import serve_metrics
 from serving.base_model import ModelPrepareError
 from serving.errors import EngineStartError
+from serving.metrics import VllmProbe
 from serving.service import serve as serve_forever
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 
@@ -16,6 +18,8 @@ def serve(sync_every: float = typer.Option(5.0, help="Seconds between adapter sy
     config = settings()
     try:
         require_migrated(get_engine(config.database_url))
+        if serve_metrics(config, config.serve_metrics_port, VllmProbe(config.vllm_url)):
+            console.print(f"metrics at http://{config.metrics_host}:{config.serve_metrics_port}/metrics")
         status = console.status("starting vLLM…")
         status.start()
         try:

@@ -6,11 +6,13 @@ import logging
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import typer
 
 from flywheel.cli.common import console, db_session, fail, settings
+from flywheel.metrics_server import serve_metrics
 from storage.errors import StorageError
 from storage.models import RunKind
 from storage.users import SYSTEM
@@ -62,7 +64,8 @@ def now(kind: RunKind = typer.Option(RunKind.dpo, help="dpo or sft.")) -> None:
 
 def scheduler() -> None:
     """Run the scheduler until Ctrl-C: starts runs, reaps dead ones, keeps vLLM's adapters in sync."""
-    from training.scheduler import FlywheelScheduler
+    from training.metrics import DatabaseCollector
+    from training.scheduler import LEASE, FlywheelScheduler
 
     _require_migrated_db()
     _log_to_stderr()
@@ -71,6 +74,8 @@ def scheduler() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service = FlywheelScheduler(settings())
+    window = timedelta(hours=settings().feedback_window_hours)
+    serve_metrics(settings(), settings().scheduler_metrics_port, DatabaseCollector(service.engine, LEASE, window))
     service.start()
     console.print(f"scheduler {service.holder} started (checks every {settings().scheduler_interval_s:g} s)")
     stop.wait()

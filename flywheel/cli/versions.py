@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from flywheel.cli.common import acting_as, console, db_session, fail, settings
 from flywheel.cli.output import AS, JSON, emit, fields, iso, table
-from serving.adapters import sync_and_report
+from training.tracking import follow_registry
 from storage.models import ModelVersion, VersionStatus
 from storage.registry import (
     active_version, canary_version, get_version_by_name, list_versions, promote_version, rollback, start_canary,
@@ -65,7 +65,7 @@ def change_registry(as_user: str, as_json: bool, action: Callable[[Session, Acto
         message = action(session, acting_as(session, as_user))
         active, canary_now = active_version(session), canary_version(session)
         summary = {"active": active.name if active else None, "canary": canary_now.name if canary_now else None}
-    report = sync_and_report(settings())
+    report = follow_registry(settings())
     console.print(escape(message), highlight=False)
     console.print(escape(report.message), style=None if report.updated else "yellow", highlight=False)
     emit(as_json, {"message": message, **summary,
