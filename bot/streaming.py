@@ -134,9 +134,12 @@ class SlackStream:
             self._client.chat_appendStream(channel=self._channel, ts=self._ts, markdown_text=piece)
 
     def close(self, text: str, piece: str, feedback: Blocks) -> str:
-        if self._ts is None:
-            self._start(piece)
-            piece = ""
+        if self._ts is None:  # nothing shown yet (a short answer, a busy channel): one message, one call
+            response = self._client.chat_postMessage(
+                channel=self._channel, thread_ts=self._thread, text=text, blocks=blocks.answer_page(text, feedback),
+                metadata=self._metadata, unfurl_links=False, unfurl_media=False,
+            )
+            return response["ts"]
         self._client.chat_stopStream(
             channel=self._channel, ts=self._ts, markdown_text=piece or None, blocks=feedback or None,
             metadata=self._metadata,

@@ -7,18 +7,15 @@ from slack_bolt import Ack, App
 from bot.blocks import HELP_TEXT
 from bot.services import Services
 from storage.db import session_scope
-from storage.pairs import PairFilter, count_pairs
-from storage.registry import active_version, canary_version
-from storage.runs import last_run
+from storage.status import loop_state
 
 COMMAND = "/flywheel"
 
 
 def status_text(services: Services) -> str:
     with session_scope(services.engine) as session:
-        active, canary = active_version(session), canary_version(session)
-        pending = count_pairs(session, PairFilter())
-        run = last_run(session)
+        state = loop_state(session)
+        active, canary, run = state.active, state.canary, state.last_run
         model = f"`{active.name}`" if active else "the base model (no adapter promoted yet)"
         if canary:
             model += f", canary `{canary.name}` for {canary.canary_share:.0%} of users"
@@ -27,7 +24,8 @@ def status_text(services: Services) -> str:
         else:
             step = f", step {run.current_step}/{run.total_steps}" if run.total_steps else ""
             training = f"#{run.id} {run.kind.value} {run.status.value}{step}, queued {run.created_at:%Y-%m-%d %H:%M} UTC"
-    return f"*Answering with:* {model}\n*Pairs waiting for review:* {pending}\n*Last training run:* {training}"
+    return (f"*Answering with:* {model}\n*Pairs waiting for review:* {state.pending_pairs}\n"
+            f"*Last training run:* {training}")
 
 
 def register(app: App, services: Services) -> None:
