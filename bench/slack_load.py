@@ -290,6 +290,12 @@ def accounting(run: Run, asked: list[Sent], voted: list[Sent], better: list[Sent
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -359,9 +365,10 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
     bot, url = start_bot(mode, model_url, args.capacity, args.max_tokens, db_url, home, stub, socket)
     run = Run(users, mode, args.channels, stub, socket, bot, url, make_engine(db_url))
     try:
-        started = time.time()
         first = questions(run, 1)
+        cpu_before, started = cpu_seconds(bot.pid), time.time()
         asked_first = send(run, first)
+        ack_cpu_s = cpu_seconds(bot.pid) - cpu_before  # the burst's acks (and the first answers' start)
         first_done = wait_until_settled(run, [k for k, _, _ in first], args.timeout_s)
         clicks, better_users = votes_and_better_answers(run, [k for k, _, _ in first], args.better_share)
         second = questions(run, 2)
@@ -379,6 +386,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
             "ack_questions_s": summary([s.latency_s for s in asked if s.latency_s is not None]),
             "ack_votes_s": summary([s.latency_s for s in voted if s.latency_s is not None]),
             "acks_not_200": sum(s.status != 200 for s in asked + voted + better_sent),
+            "bot_cpu_ms_per_question_in_burst": round(ack_cpu_s / users * 1000, 2),
             "first_visible_reply_s": summary(visible), "first_words_s": summary(words),
             "answers_per_minute": {
                 "first_wave": round(users / (first_done - started) * 60, 1),

@@ -299,11 +299,11 @@ def resume_waiting(services: Services, client: WebClient) -> int:
 def _offer_retry(services: Services, client: WebClient, page: list[dict], where: Where, replace_ts: str | None) -> None:
     """A notice with a Try again button, in the thread (or in place of the message Try again was under)."""
     text = page[0]["text"]["text"]
-    services.pacer.wait_turn(where.channel_id)
-    if replace_ts:
-        client.chat_update(channel=where.channel_id, ts=replace_ts, text=text, blocks=page)
-    else:
-        client.chat_postMessage(channel=where.channel_id, thread_ts=where.thread_ts, text=text, blocks=page)
+    with services.pacer.turn(where.channel_id):
+        if replace_ts:
+            client.chat_update(channel=where.channel_id, ts=replace_ts, text=text, blocks=page)
+        else:
+            client.chat_postMessage(channel=where.channel_id, thread_ts=where.thread_ts, text=text, blocks=page)
 
 
 def _show_thinking(client: WebClient, where: Where) -> None:

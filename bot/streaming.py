@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from slack_sdk import WebClient
@@ -32,41 +33,50 @@ from flywheel.settings import Settings
 log = logging.getLogger(__name__)
 Blocks = list[dict[str, Any]]
 WORD_CHARS = 200  # longer than any word, shorter than a message
+MAX_CHANNELS = 10_000  # channels the pacer remembers before it forgets those whose next turn has come
 
 
 class ChannelPacer:
-    """At most one message write per `interval_s` in each channel, across every answer written there."""
+    """At most one message write per `interval_s` in each channel, across every answer written there.
 
-    FORGET_AFTER = 10_000  # channels remembered before those whose turn has passed are forgotten
+    A write happens inside a turn (`with pacer.turn(channel)`); the channel's next turn starts `interval_s`
+    after the write has returned, so even a slow call keeps the writes apart by the interval."""
 
     def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self._interval, self._clock, self._sleep = interval_s, clock, sleep
-        self._free_at: dict[str, float] = {}
+        self._channels: dict[str, tuple[threading.Lock, list[float]]] = {}  # lock, [when the next turn starts]
         self._lock = threading.Lock()
 
-    def try_turn(self, channel: str) -> bool:
-        """Take the channel's turn if it is free now (for an update that may wait)."""
-        with self._lock:
-            now = self._clock()
-            if self._free_at.get(channel, now) > now:
-                return False
-            self._book(channel, now)
-            return True
+    @contextmanager
+    def turn(self, channel: str, *, wait: bool = True) -> Iterator[bool]:
+        """Yields True inside the channel's turn: at once or after waiting for it, first come first served.
+        With `wait=False` (an update that may be skipped: its text goes out with the next one) it yields
+        False at once when the turn is not free now."""
+        lock, next_turn = self._channel(channel)
+        if not lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            delay = next_turn[0] - self._clock()
+            if delay > 0 and not wait:
+                yield False
+                return
+            if delay > 0:
+                self._sleep(delay)
+            yield True
+            next_turn[0] = self._clock() + self._interval
+        finally:
+            lock.release()
 
-    def wait_turn(self, channel: str) -> None:
-        """Book the channel's next free turn and wait for it (for a write that must go out)."""
+    def _channel(self, channel: str) -> tuple[threading.Lock, list[float]]:
         with self._lock:
-            now = self._clock()
-            turn = max(now, self._free_at.get(channel, now))
-            self._book(channel, turn)
-        if turn > now:
-            self._sleep(turn - now)
-
-    def _book(self, channel: str, at: float) -> None:
-        self._free_at[channel] = at + self._interval
-        if len(self._free_at) > self.FORGET_AFTER:
-            self._free_at = {c: t for c, t in self._free_at.items() if t > at}
+            if channel not in self._channels:
+                if len(self._channels) > MAX_CHANNELS:  # forget channels whose next turn has come
+                    now = self._clock()
+                    self._channels = {c: v for c, v in self._channels.items() if v[1][0] > now or v[0].locked()}
+                self._channels[channel] = (threading.Lock(), [0.0])
+            return self._channels[channel]
 
 
 class StreamingRefused(Exception):
@@ -180,17 +190,21 @@ class AnswerStream:
         self._pending += piece
         if not self._shown:
             self._pending = self._pending.lstrip()
-        if self._stream and self._pending.strip() and self._pacer.try_turn(self._channel):
-            self._show()
+        if self._stream and self._pending.strip():
+            with self._pacer.turn(self._channel, wait=False) as mine:
+                if mine:
+                    self._show()
 
     def finish(self, feedback: Blocks) -> str:
         """Show the rest, with `feedback` under the last message; returns that message's ts."""
         if not self._shown and not self._pending.strip():
             self._pending = blocks.EMPTY_ANSWER
-        self._close_full_messages()
+        while self._over_a_message():
+            with self._pacer.turn(self._channel):
+                self._close_full_message()
         rest = self._pending.rstrip()
-        self._pacer.wait_turn(self._channel)
-        return self._send(lambda writer: writer.close(self._shown + rest, rest, feedback))
+        with self._pacer.turn(self._channel):
+            return self._send(lambda writer: writer.close(self._shown + rest, rest, feedback))
 
     def abort(self) -> None:
         try:
@@ -199,7 +213,11 @@ class AnswerStream:
             log.warning("could not end a partial answer: %s", exc.response.get("error"))
 
     def _show(self) -> None:
-        self._close_full_messages()
+        """One write: the current message grown by the text so far, or, when that no longer fits, the
+        message closed full (the rest goes out with the next turns)."""
+        if self._over_a_message():
+            self._close_full_message()
+            return
         ready = self._pending.rstrip()
         if len(self._shown) + len(ready) > blocks.MESSAGE_CHARS - WORD_CHARS:
             # Near a message's end, whole words only: shown text cannot be taken back, and the next
@@ -210,15 +228,16 @@ class AnswerStream:
             self._shown += ready
             self._pending = self._pending[len(ready):]
 
-    def _close_full_messages(self) -> None:
-        while len(self._shown) + len(self._pending.rstrip()) > blocks.MESSAGE_CHARS:
-            room = blocks.MESSAGE_CHARS - len(self._shown)
-            head, rest = blocks.cut_text(self._pending, room)
-            if not head and not self._shown:  # one unbroken run longer than a message: cut it anywhere
-                head, rest = self._pending[:room], self._pending[room:]
-            self._pacer.wait_turn(self._channel)
-            self._send(lambda writer: writer.close(self._shown + head, head, []))
-            self._shown, self._pending = "", rest
+    def _over_a_message(self) -> bool:
+        return len(self._shown) + len(self._pending.rstrip()) > blocks.MESSAGE_CHARS
+
+    def _close_full_message(self) -> None:
+        room = blocks.MESSAGE_CHARS - len(self._shown)
+        head, rest = blocks.cut_text(self._pending, room)
+        if not head and not self._shown:  # one unbroken run longer than a message: cut it anywhere
+            head, rest = self._pending[:room], self._pending[room:]
+        self._send(lambda writer: writer.close(self._shown + head, head, []))
+        self._shown, self._pending = "", rest
 
     def _send(self, call: Callable[[Writer], Any]) -> Any:
         try:

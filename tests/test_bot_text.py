@@ -96,23 +96,24 @@ def test_a_streamed_answer_is_paced_and_reads_as_the_stripped_text():
         ("chat.appendStream", " capital of France"),  # at 1.2 s: not before a second had passed
         ("chat.stopStream", " is Paris."),  # the rest, with the buttons, at the channel's next turn
     ]
-    assert time_.now == 2.2  # the finish waited for that turn
+    assert time_.now == 2.2  # the finish waited for the channel's next turn
     assert slack.messages[0]["text"] == "".join(piece for _, piece in arrivals).strip()
 
 
-def test_answers_in_one_channel_share_its_pace_and_finished_answers_take_turns_in_order():
+def test_answers_in_one_channel_share_its_pace_and_a_turn_starts_an_interval_after_the_last_write():
     time_ = FakeTime()
     pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=time_.sleep)
-    assert pacer.try_turn("C1") and not pacer.try_turn("C1")  # another answer in C1 must wait
-    assert pacer.try_turn("C2")  # other channels have their own pace
-    finished = []
-    for name in ("first", "second"):  # two answers finishing at the same moment
-        pacer.wait_turn("C1")
-        finished.append((name, time_.now))
-    assert finished == [("first", 1.0), ("second", 2.0)]
-    assert not pacer.try_turn("C1")  # the turns booked for finished answers come first
-    time_.now = 3.0
-    assert pacer.try_turn("C1")
+    with pacer.turn("C1", wait=False) as mine:
+        assert mine
+        time_.now = 0.5  # the write takes half a second
+    with pacer.turn("C1", wait=False) as mine:
+        assert not mine  # another answer in C1 must wait, and is skipped
+    with pacer.turn("C2", wait=False) as mine:
+        assert mine  # other channels have their own pace
+    with pacer.turn("C1") as mine:  # a finished answer waits for its turn
+        assert mine and time_.now == 1.5  # an interval after the slow write returned, not after it started
+    with pacer.turn("C1") as mine:
+        assert time_.now == 2.5
 
 
 def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():
