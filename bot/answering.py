@@ -73,7 +73,7 @@ def text_field(payload: dict, name: str, *, required: bool = True) -> str:
     """A string field of a Slack payload. A signed payload whose field is missing or of another type is
     malformed: ValueError, which the app answers with 400 (bot/listeners/__init__.py)."""
     value = payload.get(name)
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and (value or not required):
         return value
     if value is None and not required:
         return ""

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(60, gt=0, description="Timeout of one model request.")
     request_retries: int = Field(2, ge=0, description="Retries of a failed model request, with backoff.")
     max_answer_tokens: int = Field(512, ge=1, description="Most tokens in one answer.")
+    stream_chunk_tokens: int = Field(
+        16, ge=1, description="Tokens vLLM puts in each chunk of a streamed answer (the first comes at once)."
+    )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature of answers (0 = greedy).")
     system_prompt: str = Field(
         "You are a helpful assistant for an engineering team. Answer concisely.",

@@ -122,6 +122,10 @@ def answer(
         "max_tokens": max_tokens or settings.max_answer_tokens,
         "temperature": settings.temperature if temperature is None else temperature,
     }
+    if on_token is not None:
+        # vLLM sends the first token at once, then `stream_chunk_tokens` tokens a chunk: a caller that shows
+        # text a few times a second parses far fewer chunks (a vLLM without the option ignores it).
+        params["extra_body"] = {"stream_interval": settings.stream_chunk_tokens}
     return _routed(settings, model, user_id, lambda route: _complete(settings, route, params, on_token))
 
 

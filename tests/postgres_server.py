@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from serving.testing import free_port
 
 
 class PrivatePostgres:
-    def __init__(self, root: Path):
+    def __init__(self):
         self.bin = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        # Not under pytest's tmp_path: that is private to root, and the cluster's user must reach its folder.
+        root = Path(tempfile.mkdtemp(prefix="flywheel-pg-"))
         self.root, self.data, self.port = root, root / "data", free_port()
-        root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root: its own user owns the cluster
             shutil.chown(root, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
@@ -40,4 +42,6 @@ class PrivatePostgres:
         self._ctl("-m", "fast", "restart")
 
     def stop(self) -> None:
+        """Stop the server and remove its cluster."""
         self._ctl("-m", "fast", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)

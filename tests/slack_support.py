@@ -25,7 +25,7 @@ def bot_settings(tmp_path, database_url, base_model_dir, slack, vllm_url, **over
     values = dict(
         home=tmp_path / "home", database_url=database_url, base_model_path=base_model_dir, vllm_url=vllm_url,
         slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=slack.url, bot_mode="http",
-        max_answer_tokens=24, request_retries=0, stream_interval_s=0,  # an update per token
+        max_answer_tokens=24, request_retries=0, stream_interval_s=0, stream_chunk_tokens=1,  # an update per token
     )
     return load_settings(**{**values, **overrides})
 

@@ -59,7 +59,8 @@ def test_vllm_killed_mid_answer_closes_the_stream_apologises_and_try_again_answe
 
         eventually(lambda: supervisor.restarts > restarts, timeout=vllm_server.settings.vllm_startup_timeout_s)
         bot.send_interaction(block_actions(ALICE, CHANNEL, apology, button(apology, blocks.RETRY_ACTION)))
-        [answered] = eventually(lambda: [i for i in rows(bot, Interaction) if i.status is InteractionStatus.ok],
+        [answered] = eventually(lambda: [i for i in rows(bot, Interaction)
+                                         if i.status is InteractionStatus.ok and i.message_ts],
                                 timeout=300)
     assert answered.id == failed.id and len(answered.answer) > 60
     assert slack.messages[-1]["ts"] == apology["ts"] == answered.message_ts  # answered in place of the apology
@@ -84,7 +85,7 @@ def seed_answers(url: str, count: int) -> list[dict]:
 
 
 def test_postgres_restarting_during_a_burst_loses_no_acknowledged_question_or_vote(tmp_path, base_model_dir, slack):
-    server = PrivatePostgres(tmp_path / "pg")
+    server = PrivatePostgres()
     server.start()
     try:
         upgrade(server.url)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import time
 import traceback
 
 from sqlalchemy import func, select
@@ -55,6 +57,22 @@ def write_everything(url: str, worker: int, interaction_ids: list[int], version_
         results.put((worker, traceback.format_exc()))
 
 
+def collect(results, workers, timeout_s: float) -> dict:
+    """Each worker's outcome; a worker that died without reporting (killed, or failed before its first line)
+    fails the test at once with its exit code, instead of after the timeout."""
+    outcomes, deadline = {}, time.monotonic() + timeout_s
+    while len(outcomes) < len(workers):
+        exited = {w for w, p in enumerate(workers) if p.exitcode is not None}  # their reports are in the pipe
+        try:
+            worker, outcome = results.get(timeout=1)
+            outcomes[worker] = outcome
+        except queue.Empty:
+            silent = {w: workers[w].exitcode for w in exited - set(outcomes)}
+            assert not silent, f"workers exited without a report (exit codes): {silent}"
+            assert time.monotonic() < deadline, f"no report from workers {set(range(len(workers))) - set(outcomes)}"
+    return outcomes
+
+
 def test_processes_writing_at_once_lose_and_double_nothing(database_url):
     engine = make_engine(database_url)
     with session_scope(engine) as session:
@@ -77,7 +95,7 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
     for worker in workers:
         worker.start()
     try:
-        outcomes = dict(results.get(timeout=240) for _ in workers)
+        outcomes = collect(results, workers, timeout_s=240)
     finally:
         for worker in workers:
             worker.join(timeout=30)
