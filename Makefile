@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml Makefile
 	$(INSTALL) --upgrade pip
 	@rm -f $(VENV)/.flywheel-installed-*
 	$(PIP) uninstall -q -y $(OTHER_VLLM)
+	@# A stale egg-info in the checkout would shadow the new entry points (vLLM's plugin among them).
+	rm -rf *.egg-info
 	$(INSTALL) -e ".[$(STACK),test]"
 ifeq ($(STACK),cpu)
 	@# PyPI's torchvision/torchaudio do not match a +cpu torch: importing transformers fails with them.

@@ -134,3 +134,18 @@ def test_hot_swap_under_load_loses_no_request(vllm_settings, adapters):
     assert any(r.served_model == v1 for r in during_results)  # the swap really happened mid-load
     assert all(r.served_model == v2 and r.model_version_id == v2_id for r in after_results)
     assert set(loaded_adapters(vllm_settings)) == {v2}
+
+
+def test_a_batch_mixing_adapters_and_the_base_answers_each_as_alone(vllm_settings, adapters):
+    """On the CPU the LoRA ops group a step's tokens by adapter (serving/cpu_lora.py): every request in a
+    batch of base, `a` and `b` requests gets its own model's greedy answer."""
+    for name in ("t-mix-a", "t-mix-b"):
+        load_adapter(vllm_settings, name, adapters[name[-1]])
+    models = ["base", "t-mix-a", "t-mix-b"] * 3
+    alone = {model: text(vllm_settings, model) for model in set(models)}
+    assert len(set(alone.values())) == 3  # the three models really answer differently
+    with ThreadPoolExecutor(max_workers=len(models)) as pool:
+        together = list(pool.map(lambda model: text(vllm_settings, model), models))
+    assert together == [alone[model] for model in models]
+    for name in ("t-mix-a", "t-mix-b"):
+        unload_adapter(vllm_settings, name)
