@@ -1,8 +1,9 @@
 """A stand-in for the model server with a fixed speed, so a benchmark measures the bot, not the model.
 
 It speaks the part of vLLM's OpenAI API the bot uses (GET /v1/models, POST /v1/chat/completions, streamed
-or not, with usage) and behaves like a server of known capacity: at most `concurrency` answers are written
-at once (the rest wait their turn, as in vLLM's queue), each `tokens` words long, one word per `delay_s`.
+in chunks of `stream_interval` tokens or not, with usage) and behaves like a server of known capacity: at
+most `concurrency` answers are written at once (the rest wait their turn, as in vLLM's queue), each `tokens`
+words long, one word per `delay_s`.
 Its own maximum is therefore concurrency / (tokens * delay_s) answers per second.
 
     python -m bench.standin_model --port 8100 --concurrency 8 --tokens 30 --delay-s 0.04
@@ -48,12 +49,17 @@ class StandinModel:
                 return
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream")]})
-            for word in words:
-                await asyncio.sleep(self.delay_s)
-                await _event(send, _chunk(request, delta={"content": word}))
+            for piece in _pieces(words, int(request.get("stream_interval") or 1)):
+                await asyncio.sleep(self.delay_s * len(piece))
+                await _event(send, _chunk(request, delta={"content": "".join(piece)}))
             await _event(send, _chunk(request, delta={}, finish="stop"))
             await _event(send, {**_chunk(request), "choices": [], "usage": usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def _pieces(words: list[str], interval: int) -> list[list[str]]:
+    """vLLM's `stream_interval`: the first token alone (at once), then `interval` tokens a chunk."""
+    return [words[:1]] + [words[start:start + interval] for start in range(1, len(words), interval)]
 
 
 def _chunk(request: dict, *, delta: dict | None = None, message: dict | None = None, finish: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from vllm_fixture import vllm_server, vllm_settings  # noqa: E402, F401
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = REPO / "var" / "models" / "SmolLM2-135M-Instruct"  # where `make setup` prepares it
 PG_ADMIN_DSN = os.environ.get("FLYWHEEL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _main_module_kept():
+    """Streamlit's AppTest runs the dashboard as `__main__` and leaves it there; a process started later with
+    multiprocessing's spawn would then run dashboard/app.py first and die (test_storage_concurrency did)."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 def _pg_url(name: str) -> str:
