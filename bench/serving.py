@@ -199,9 +199,12 @@ def hardware() -> str:
             return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()} CPU cores"
     except ImportError:
         pass
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"CPU only: {cpu}, {os.cpu_count()} cores"
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    # The CPU build's matmuls differ by these: some of these machines have AVX-512 with BF16 (or AMX), others not.
+    simd = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags] or ["none of avx2/avx512"]
+    return f"CPU only: {cpu}, {os.cpu_count()} cores, {' '.join(simd)}"
 
 
 def weight_streaming(model_dir: Path, quantization: str, decode_tok_s: float, bandwidth_tbs: float) -> dict:
@@ -393,7 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
         adapter = args.adapter or random_lora_adapter(model_dir, Path(tmp) / "adapter", rank=16,
                                                       target_modules=tuple(settings.target_modules))
         report = {"hardware": hardware(), "model": str(model_dir), "prompts": args.prompts, "max_tokens": args.max_tokens,
-                  "vllm_build": "CUDA" if has_cuda() else "CPU", "servers": []}
+                  "vllm_build": "CUDA" if has_cuda() else "CPU", "servers": [],
+                  # VLLM_PLUGINS="" turns off serving/cpu_lora.py (vLLM's own CPU LoRA ops): the baseline of that change
+                  "vllm_plugins": os.environ.get("VLLM_PLUGINS", "all")}
         run_servers(args, report, settings, model_dir, adapter)
         if not args.skip_transformers:
             add_transformers(report, model_dir, with_system(chat_prompts(args.prompts), settings.system_prompt), args)

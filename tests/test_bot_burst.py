@@ -16,7 +16,7 @@ from bot import blocks
 from storage.models import Feedback, Interaction, InteractionStatus
 
 pytestmark = pytest.mark.vllm
-USERS, WORKERS = 50, 8
+USERS, WORKERS, CHANNELS = 50, 8, 25  # two questions a channel: Slack allows one write a second in each
 
 
 def at_once(send, payloads: list) -> list:
@@ -32,10 +32,10 @@ def at_once(send, payloads: list) -> list:
 
 
 def mentions(slack: SlackStub, wave: int, users: int) -> list[dict]:
-    """One question per user, each in its own thread of one of five channels."""
+    """One question per user, each in its own thread of one of the channels."""
     events = []
     for n in range(users):
-        channel = f"C0BURST{n % 5}"
+        channel = f"C0BURST{n % CHANNELS}"
         message = slack.user_message(channel, f"U0W{wave}N{n:03d}", f"<@{BOT_USER_ID}> What is {n} plus {wave}?")
         events.append(event_callback(app_mention(message, channel)))
     return events

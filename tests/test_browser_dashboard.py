@@ -65,7 +65,7 @@ def wait_healthy(url: str, process: subprocess.Popen) -> None:
 @pytest.fixture
 def browser():
     if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromedriver missing: apt-get install -y chromium chromium-driver (or `make browser`)")
+        pytest.fail("chromedriver missing: apt-get install -y chromium chromium-driver (or `make system-tools`)")
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-dev-shm-usage", "--window-size=1440,1800"):
