@@ -197,10 +197,10 @@ def enqueue_answer(services: Services, client: WebClient, job: AnswerJob, where:
     try:
         place = services.answers.submit(job)
     except QueueFull as full:
-        services.in_background(refuse_busy, services, client, job, where, str(full))
+        services.after_acks(refuse_busy, services, client, job, where, str(full))
         return
     if place:
-        services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
+        services.after_acks(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
                                blocks.queued_notice(place))
 
 
@@ -215,6 +215,7 @@ def refuse_busy(services: Services, client: WebClient, job: AnswerJob, where: Wh
 
 def answer_job(services: Services, client: WebClient, job: AnswerJob) -> None:
     """Answer one stored question in its thread (in place of `job.replace_ts` for Try again)."""
+    services.acks.yield_to_acks()
     with session_scope(services.engine) as session:
         interaction = get_interaction(session, job.interaction_id)
         if interaction.status is InteractionStatus.ok:

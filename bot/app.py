@@ -65,6 +65,7 @@ def build_app(settings: Settings, services: Services | None = None) -> App:
     services = services or Services.from_settings(settings)
     register_listeners(app, services)
     metrics.time_acks(app)
+    services.acks.watch(app)
     services.start_answering(lambda job: answer_job(services, client, job))
     return app
 

@@ -1,5 +1,6 @@
 """What every listener needs: the settings, the database, the rate limiter, the channel pacer, the queue of
-questions waiting for an answer, and a small pool for Slack calls that must not delay an ack."""
+questions waiting for an answer, a small pool for Slack calls that must not delay an ack, and the count of
+acks in progress that work which can wait yields to (bot/ack_priority.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from bot import metrics
+from bot.ack_priority import AckPriority
 from bot.answer_queue import AnswerJob, AnswerQueue
 from bot.ratelimit import RateLimiter
 from bot.redaction import redact
@@ -27,14 +29,16 @@ STOP_ANSWERS_S = 30.0  # how long a stopping bot lets the answers being written 
 class Services:
     settings: Settings
     engine: Engine
+    acks: AckPriority = field(init=False)
     limiter: RateLimiter = field(init=False)
     pacer: ChannelPacer = field(init=False)
     answers: AnswerQueue | None = field(init=False, default=None)
     _replies: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
+        self.acks = AckPriority()
         self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
-        self.pacer = ChannelPacer(self.settings.stream_interval_s)
+        self.pacer = ChannelPacer(self.settings.stream_interval_s, before_turn=self.acks.yield_to_acks)
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
 
     @classmethod
@@ -53,6 +57,11 @@ class Services:
         future.add_done_callback(_log_failure)
         return future
 
+    def after_acks(self, call: Callable, *args, **kwargs) -> Future:
+        """`in_background`, for a call that can wait until a burst of acks is over (a notice, not a modal:
+        a modal must open within 3 s of the click)."""
+        return self.in_background(_after_acks, self.acks, call, *args, **kwargs)
+
     def storable(self, text: str) -> str:
         """Text as it may be stored: redacted when the `pii_redaction` setting is on."""
         return redact(text) if self.settings.pii_redaction else text
@@ -65,6 +74,11 @@ class Services:
                 log.info("%d question(s) were still waiting: they are answered when the bot starts again", waiting)
         self._replies.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _after_acks(acks: AckPriority, call: Callable, *args, **kwargs):
+    acks.yield_to_acks()
+    return call(*args, **kwargs)
 
 
 def _log_failure(future: Future) -> None:

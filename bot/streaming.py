@@ -40,11 +40,12 @@ class ChannelPacer:
     """At most one message write per `interval_s` in each channel, across every answer written there.
 
     A write happens inside a turn (`with pacer.turn(channel)`); the channel's next turn starts `interval_s`
-    after the write has returned, so even a slow call keeps the writes apart by the interval."""
+    after the write has returned, so even a slow call keeps the writes apart by the interval. `before_turn`
+    runs before a turn is taken (the bot yields to a burst of acks there)."""
 
     def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._interval, self._clock, self._sleep = interval_s, clock, sleep
+                 sleep: Callable[[float], None] = time.sleep, before_turn: Callable[[], None] = lambda: None):
+        self._interval, self._clock, self._sleep, self._before_turn = interval_s, clock, sleep, before_turn
         self._channels: dict[str, tuple[threading.Lock, list[float]]] = {}  # lock, [when the next turn starts]
         self._lock = threading.Lock()
 
@@ -53,6 +54,7 @@ class ChannelPacer:
         """Yields True inside the channel's turn: at once or after waiting for it, first come first served.
         With `wait=False` (an update that may be skipped: its text goes out with the next one) it yields
         False at once when the turn is not free now."""
+        self._before_turn()
         lock, next_turn = self._channel(channel)
         if not lock.acquire(blocking=wait):
             yield False

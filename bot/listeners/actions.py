@@ -64,7 +64,7 @@ def register(app: App, services: Services) -> None:
         where = _where(body)
         reply = store_vote(services, int(interaction_id), where.user_id, Vote(choice))  # before the ack
         ack()
-        services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts, reply)
+        services.after_acks(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts, reply)
 
     @app.action(blocks.BETTER_ACTION)
     def better_answer(ack: Ack, body: dict, client: WebClient) -> None:

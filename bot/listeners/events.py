@@ -42,7 +42,7 @@ def register(app: App, services: Services) -> None:
         if not services.limiter.allow(question.user_id):
             metrics.RATE_LIMITED.inc()
             ack()
-            services.in_background(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
+            services.after_acks(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
                                    RATE_LIMITED)
             return
         interaction_id = receive_question(services, question)  # stored before the ack

@@ -47,4 +47,4 @@ def register(app: App, services: Services) -> None:
             return
         ack()
         metrics.BETTER_ANSWERS.inc()
-        services.in_background(post_ephemeral, client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)
+        services.after_acks(post_ephemeral, client, where["channel_id"], user_id, where["thread_ts"] or None, SAVED)
