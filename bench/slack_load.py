@@ -16,7 +16,8 @@ at once, `--standin-tokens` words at `--standin-delay-s` each), so the bot is wh
 own maximum in answers per minute is measured the same way for both models (its answers fired straight at
 it, at its capacity) and printed beside the bot's.
 
-Reported per run: ack latency p50 / p99 / max (questions and votes), time to the first visible reply (the
+Reported per run: ack latency p50 / p99 / max (questions and votes; over HTTP beside the same burst sent to a
+server that does nothing, this harness's floor on this machine), time to the first visible reply (the
 queued notice or the first words) and to the first words, answers completed per minute against the
 model's maximum, questions / votes / better answers lost (acked but not stored, or stored and never
 answered nor refused with a notice), duplicate answers, message updates per second per channel (the most
@@ -43,6 +44,7 @@ from urllib.parse import urlencode
 
 import httpx
 import openai
+import uvicorn
 from sqlalchemy import Engine, select
 
 from bench.serving import percentile
@@ -56,6 +58,7 @@ from bot.testing.slack_api import (
     signed_headers,
     view_submission,
 )
+from bot.http_server import LISTEN_BACKLOG
 from bot.testing.socket_mode import SocketModeStub
 from serving.testing import free_port
 from storage.db import make_engine, session_scope, upgrade
@@ -123,12 +126,54 @@ def fire(host: str, port: int, requests: list[tuple[str, bytes]], timeout_s: flo
     return asyncio.run(all_at_once())
 
 
+def fire_from_another_process(host: str, port: int, requests: list[tuple[str, bytes]]) -> list[Sent]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fire, (host, port, requests))
+
+
+async def _do_nothing(scope, receive, send) -> None:
+    """An ASGI app that reads a request and answers 200: what this harness measures for a bot with no work."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _serve_do_nothing(port: int) -> None:
+    uvicorn.run(_do_nothing, host="127.0.0.1", port=port, backlog=LISTEN_BACKLOG, lifespan="off",
+                access_log=False, log_level="warning")
+
+
+def harness_floor(users: int) -> dict[str, float]:
+    """Ack latency of `users` mentions sent the same way to a server that does nothing (uvicorn, configured as
+    the bot's): the part of the bot's figures that is the sending, connecting and scheduling on this machine."""
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(target=_serve_do_nothing, args=(port,), daemon=True)
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the do-nothing server did not start"
+                time.sleep(0.1)
+        body = json.dumps(event_callback(app_mention({"ts": "1.0", "user": "U0", "text": QUESTIONS[0]}, "C0")))
+        requests = [(str(n), raw_request("127.0.0.1", port, body, "application/json")) for n in range(users)]
+        sent = fire_from_another_process("127.0.0.1", port, requests)
+        return summary([s.latency_s for s in sent if s.latency_s is not None])
+    finally:
+        server.terminate()
+
+
 def send_http(run: Run, payloads: list[tuple[str, str, str]]) -> list[Sent]:
     """(key, body, content type) triples, signed and sent from a separate process."""
     host, port = run.bot_url.split("//")[1].split("/")[0].split(":")
     requests = [(key, raw_request(host, int(port), body, ctype)) for key, body, ctype in payloads]
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fire, (host, int(port), requests))
+    return fire_from_another_process(host, int(port), requests)
 
 
 def send_socket(run: Run, payloads: list[tuple[str, str, dict]]) -> list[Sent]:
@@ -384,6 +429,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
         result = {
             "users": users, "mode": mode, "channels": args.channels,
             "ack_questions_s": summary([s.latency_s for s in asked if s.latency_s is not None]),
+            **({"ack_do_nothing_server_s": harness_floor(users)} if mode == "http" else {}),
             "ack_votes_s": summary([s.latency_s for s in voted if s.latency_s is not None]),
             "acks_not_200": sum(s.status != 200 for s in asked + voted + better_sent),
             "bot_cpu_ms_per_question_in_burst": round(ack_cpu_s / users * 1000, 2),
