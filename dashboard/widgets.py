@@ -114,6 +114,12 @@ STATUS_BADGE = {
 }
 
 
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a table can show (numbers, text); lists and nested results, such as the held-out answers and
+    the incumbent's scores, have their own place on the page."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
 def badge(status: Any) -> str:
     value = getattr(status, "value", status)
     return STATUS_BADGE.get(value, value)

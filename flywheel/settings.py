@@ -133,7 +133,11 @@ class Settings(BaseSettings):
     )
     train_processes: int = Field(1, ge=1, description="Training processes (GPUs); above 1 runs use `accelerate launch`.")
     train_launch_args: str = Field("", description="Extra `accelerate launch` arguments (e.g. an FSDP config file).")
-    gate_margin: float = Field(0.0, description="Held-out preference accuracy a candidate must add over the active one.")
+    gate_metric: Literal["reward_accuracy", "key_content_share", "rouge_l"] = Field(
+        "reward_accuracy", description="The held-out metric a candidate must beat the active version on: preference "
+        "accuracy (log-probs), or from its greedy answers the share saying the chosen answer's key content, or ROUGE-L.",
+    )
+    gate_margin: float = Field(0.0, description="What a candidate must add over the active one on gate_metric.")
     auto_promote: bool = Field(False, description="Promote a registered candidate without an admin.")
     canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")
 

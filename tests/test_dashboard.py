@@ -14,7 +14,7 @@ from storage.audit import list_events
 from storage.errors import PermissionDenied
 from storage.models import Interaction, InteractionStatus, PairSource, PairStatus, RunKind, RunStatus, utcnow
 from storage.pairs import PairFilter, count_pairs, get_pair, import_jsonl, reject_pair
-from storage.registry import active_version, canary_version, get_version, promote_version
+from storage.registry import active_version, canary_version, get_version, get_version_by_name, promote_version
 from storage.runs import get_run, queue_run
 from storage.stats import daily_interactions, daily_votes_by_model
 from storage.users import SYSTEM, Actor, Role
@@ -214,6 +214,30 @@ def test_models_page_compares_candidate_and_active(seeded):
     assert "Delete the cluster." in texts and "Run `deploy rollback --to previous`." in texts
     lineage = " ".join(m.value for m in at.markdown)
     assert f"from {data.active}" in lineage and f"run #{data.run_id}" in lineage and "24 train / 6 eval" in lineage
+
+
+def test_models_page_shows_the_held_out_answers_of_both_versions_with_what_they_say(seeded):
+    """The evaluation's greedy answers, as the runner stores them: the question, the preferred answer and both
+    versions' answers, marked by whether they say its key content; people's text stays text."""
+    url, data = seeded
+    held_out = [{"prompt": "How do I restart *billing*?", "chosen": "Run `systemctl restart billing`.",
+                 "answer": "Use systemctl restart billing.", "incumbent_answer": "Restart it."}]
+
+    def evaluated(session):
+        version = get_version_by_name(session, data.candidate)
+        version.metrics = {**version.metrics, "compared_with": data.active, "key_content_share": 1.0,
+                           "incumbent": {"key_content_share": 0.0}, "held_out_answers": held_out}
+
+    stored(url, evaluated)
+    at = signed_in(ADMIN, "models")
+    texts = [t.value for t in at.text]
+    for text in ("How do I restart *billing*?", "Run `systemctl restart billing`.", "Use systemctl restart billing.",
+                 "Restart it."):
+        assert text in texts, text
+    captions = [c.value for c in at.caption]
+    assert f"{data.active} · ✗ misses key content" in captions and f"{data.candidate} · ✓ says the key content" in captions
+    table = at.dataframe[1].value
+    assert "key_content_share" in set(table["metric"]) and not {"held_out_answers", "incumbent"} & set(table["metric"])
 
 
 def test_admin_promotes_rolls_back_and_runs_a_canary_even_with_vllm_down(seeded):

@@ -22,3 +22,16 @@ def test_likelihood_accuracy_does_not_decide():
     """Slack pairs reject the model's own greedy answer: outright likelihood stays 0 even after learning."""
     assert decide(scores(0.9, 2.3, likelihood_accuracy=0.0), scores(0.0, 0.0, 0.4), "base", margin=0.0).passed
     assert not decide(scores(0.5, 0.3, likelihood_accuracy=1.0), scores(0.75, 0.9, 0.0), "v2", margin=0.0).passed
+
+
+def test_the_gate_can_judge_by_what_the_answers_say():
+    """A candidate whose preference accuracy rose but whose answers say the key content less often is refused
+    when the gate judges by generation, and the reason names the metric."""
+    candidate = {**scores(0.9, 2.0), "key_content_share": 0.25, "rouge_l": 0.40}
+    incumbent = {**scores(0.5, 0.5), "key_content_share": 0.50, "rouge_l": 0.30}
+    assert decide(candidate, incumbent, "v1", margin=0.0).passed
+    refused = decide(candidate, incumbent, "v1", margin=0.0, metric="key_content_share")
+    assert not refused.passed
+    assert refused.reason.startswith("does not beat v1: held-out answers saying the chosen answer's key content 0.250")
+    assert decide(candidate, incumbent, "v1", margin=0.05, metric="rouge_l").passed
+    assert not decide(candidate, incumbent, "v1", margin=0.2, metric="rouge_l").passed

@@ -73,6 +73,15 @@ def test_run_stores_step_metrics_and_beats_the_base_model(loop):
         assert metrics["likelihood_accuracy"] >= base["likelihood_accuracy"] + 0.3, metrics
         assert metrics["reward_margin"] > 0.3 and metrics["reward_accuracy"] >= 0.75, metrics
         assert metrics["chosen_perplexity"] < base["chosen_perplexity"]
+        # What each says: greedy answers to every held-out prompt, judged against the chosen answer's command.
+        held_out = metrics["held_out_answers"]
+        assert len(held_out) == metrics["pairs"] == metrics["key_content_pairs"] == base["key_content_pairs"]
+        assert all(row["answer"] and row["incumbent_answer"] and row["chosen"] for row in held_out), held_out
+        assert sum(row["answer"] != row["incumbent_answer"] for row in held_out) >= len(held_out) // 2, held_out
+        # 5 steps on 17 pairs teach the 135M model the short form, not yet the exact commands (measured here:
+        # key content 0 of 7 for both; the demo's 256 pairs teach those): closer wording, shorter answers.
+        assert metrics["rouge_l"] > base["rouge_l"], held_out
+        assert metrics["mean_answer_chars"] < base["mean_answer_chars"], held_out
         assert run.not_registered_reason is None and "beats base" in metrics["gate"]
         version = get_version_by_name(session, "v1")
         assert version.training_run_id == run.id and version.status is VersionStatus.candidate
@@ -135,6 +144,8 @@ def test_flywheel_eval_scores_a_version_and_the_base_model_on_a_pairs_file(loop,
     assert v1["pairs"] == base["pairs"] == len(held_out)
     assert (base["preference_accuracy"], base["reward_margin"]) == (0.0, 0.0)  # its own reference
     assert v1["preference_accuracy"] >= 0.75 and v1["reward_margin"] > 0.3, v1
+    assert v1["key_content_pairs"] == base["key_content_pairs"] == len(held_out)
+    assert v1["rouge_l"] > base["rouge_l"] and 0 < v1["mean_answer_chars"] < base["mean_answer_chars"], (v1, base)
     unknown = cli(["eval", "--version", "v9", "--pairs", str(pairs)], **env)
     assert unknown.exit_code != 0 and "v9" in unknown.output, unknown.output
     pairs.write_text(pairs.read_text().splitlines()[0] + '\n{"prompt": [{"role": "user", "content": "hi"}]}\n')

@@ -9,10 +9,15 @@
   one outright (mean log-prob per token). Shown beside it, not gated on: when the rejected answer is the
   model's own greedy output (as with Slack feedback), it stays near 0 even after real learning.
 - chosen_perplexity: perplexity of the chosen answers.
+
+And from what each version says: greedy answers to the held-out prompts (at most GENERATED_PROMPTS of them),
+scored against the chosen answers by training/answer_metrics.py (key_content_share, rouge_l,
+mean_answer_chars); the answers themselves are kept beside the metrics for the Models page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,10 +27,13 @@ from typing import Any
 import torch
 from peft import PeftModel
 
+from training.answer_metrics import answer_metrics
 from training.config import TrainConfig
 from training.modeling import load_base_model, load_tokenizer
 
 BASE = "base"
+GENERATED_PROMPTS = 32  # held-out prompts answered by each version: bounds the evaluation's time on a CPU
+ANSWER_TOKENS = 96  # enough for a command and a sentence around it
 
 
 @dataclass
@@ -87,6 +95,43 @@ def pair_logps(model, tokenizer, records: list[dict], max_length: int, progress,
     return LogProbs(c_sum, c_n, r_sum, r_n)
 
 
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_size: int = 8) -> list[str]:
+    """What the model answers to each prompt, greedy (as the gate should judge it: no sampling luck)."""
+    answers, device = [], next(model.parameters()).device
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                     for p in prompts[start : start + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            output = model.generate(**batch, max_new_tokens=ANSWER_TOKENS, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+            answers += tokenizer.batch_decode(output[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
+            progress()
+    finally:
+        tokenizer.padding_side = padding_side
+    return [answer.strip() for answer in answers]
+
+
+def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[str, Any]:
+    """answer_metrics of the version's greedy answers, and the answers (with prompt and chosen answer)."""
+    records = records[:GENERATED_PROMPTS]
+    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in records], progress)
+    chosen = [completion_text(r["chosen"]) for r in records]
+    held_out = [{"prompt": _question(r["prompt"]), "chosen": c, "answer": a} for r, c, a in zip(records, chosen, answers)]
+    return {**answer_metrics(answers, chosen), "held_out_answers": held_out}
+
+
+def side_by_side(candidate: list[dict], incumbent: list[dict]) -> list[dict]:
+    """The held-out answers of two versions to the same prompts, one row per prompt."""
+    return [{**new, "incumbent_answer": old["answer"]} for new, old in zip(candidate, incumbent, strict=True)]
+
+
+def _question(prompt: list[dict]) -> str:
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
 def preference_metrics(policy: LogProbs, reference: LogProbs, beta: float) -> dict[str, float]:
     per_token_c = policy.chosen / policy.chosen_tokens.clamp(min=1)
     per_token_r = policy.rejected / policy.rejected_tokens.clamp(min=1)
@@ -115,7 +160,9 @@ def score_versions(
     results = {}
     for name, path in adapters.items():
         if path is None:
-            results[name] = preference_metrics(reference, reference, cfg.beta)
+            with _adapters_off(model):
+                results[name] = {**preference_metrics(reference, reference, cfg.beta),
+                                 **generation_metrics(model, tokenizer, records, progress)}
             continue
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name)
@@ -123,5 +170,11 @@ def score_versions(
             model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
         model.set_adapter(name)
         policy = pair_logps(model, tokenizer, records, cfg.max_length, progress)
-        results[name] = preference_metrics(policy, reference, cfg.beta)
+        results[name] = {**preference_metrics(policy, reference, cfg.beta),
+                         **generation_metrics(model, tokenizer, records, progress)}
     return results
+
+
+def _adapters_off(model):
+    """The base model's own answers, also after an adapter was loaded into it."""
+    return model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()

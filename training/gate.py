@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What a version is judged by (training/evaluation.py), in the order reports show it: CLI, demo, model card.
+REPORTED = ("reward_accuracy", "reward_margin", "likelihood_accuracy", "chosen_perplexity", "key_content_share",
+            "rouge_l", "mean_answer_chars")
+LABELS = {"reward_accuracy": "held-out preference accuracy",
+          "key_content_share": "held-out answers saying the chosen answer's key content",
+          "rouge_l": "held-out answers' ROUGE-L against the chosen answers"}
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -11,13 +18,13 @@ class GateDecision:
     reason: str
 
 
-def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_name: str, margin: float) -> GateDecision:
-    """Held-out preference (implicit-reward) accuracy must exceed the incumbent's by more than `margin`; a
-    gain of exactly `margin` (both perfect on a small set, say) passes only with a higher mean reward margin."""
-    gain = candidate["reward_accuracy"] - incumbent["reward_accuracy"]
+def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_name: str, margin: float,
+           metric: str = "reward_accuracy") -> GateDecision:
+    """`metric` must exceed the incumbent's by more than `margin`; a gain of exactly `margin` (both perfect on a
+    small set, say) passes only with a higher mean reward margin."""
+    gain = candidate[metric] - incumbent[metric]
     summary = (
-        f"held-out preference accuracy {candidate['reward_accuracy']:.3f} vs {incumbent_name} "
-        f"{incumbent['reward_accuracy']:.3f} "
+        f"{LABELS[metric]} {candidate[metric]:.3f} vs {incumbent_name} {incumbent[metric]:.3f} "
         f"(gain {gain:+.3f}, required > {margin:+.3f}); reward margin {candidate['reward_margin']:.3f} "
         f"vs {incumbent['reward_margin']:.3f}"
     )

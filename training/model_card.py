@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
+from training.gate import REPORTED
 from training.run_summary import RunSummary
 
 CARD_FILE = "README.md"
-COMPARED = ("reward_accuracy", "reward_margin", "likelihood_accuracy", "chosen_perplexity")
 SAMPLE_ANSWERS = 3
 
 
@@ -32,7 +32,7 @@ def evaluation_section(summary: RunSummary) -> str:
         return "Not evaluated."
     incumbent, name = metrics.get("incumbent", {}), metrics.get("compared_with", "incumbent")
     rows = []
-    for key in COMPARED:
+    for key in REPORTED:
         if key in metrics:
             before, after = incumbent.get(key), metrics[key]
             change = f"{after - before:+.4f}" if isinstance(before, (int, float)) else ""

@@ -26,7 +26,7 @@ from storage.runs import attach_snapshot, finish_run, get_run, heartbeat, record
 from storage.users import SYSTEM
 from training.config import TrainConfig
 from training.dpo import train_dpo
-from training.evaluation import BASE, score_versions
+from training.evaluation import BASE, score_versions, side_by_side
 from training.gate import decide
 from training.modeling import require_gpu_room
 from training.model_card import write_model_card
@@ -124,10 +124,12 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
     name, path = incumbent(engine)
     adapters = {name: Path(path) if path else None, CANDIDATE: result.adapter_path}
     scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config, eval_heartbeat(engine, run_id))
-    decision = decide(scores[CANDIDATE], scores[name], name, settings.gate_margin)
+    decision = decide(scores[CANDIDATE], scores[name], name, settings.gate_margin, settings.gate_metric)
     log.info("run %s gate: %s", run_id, decision.reason)
-    metrics = {**scores[CANDIDATE], "compared_with": name, "incumbent": scores[name], "gate": decision.reason,
-               "steps": result.steps, "tokens_per_s": result.tokens_per_s}
+    candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
+    answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
+    metrics = {**candidate, "compared_with": name, "incumbent": incumbent_scores, "gate": decision.reason,
+               "steps": result.steps, "tokens_per_s": result.tokens_per_s, "held_out_answers": answers}
     with session_scope(engine) as session:
         finish_run(session, run_id, RunStatus.succeeded, eval_metrics=metrics,
                    not_registered_reason=None if decision.passed else decision.reason)

@@ -13,11 +13,12 @@ import streamlit as st
 
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, flash, read
-from dashboard.widgets import badge, confirm_button, when
+from dashboard.widgets import badge, confirm_button, scalar_metrics, when
 from storage.audit import describe_change, list_events
 from storage.models import ModelVersion, VersionStatus
 from storage.registry import list_versions, promote_version, rollback, start_canary, stop_canary
 from storage.runs import get_run
+from training.answer_metrics import says_key_content
 from training.model_card import read_model_card
 from training.tracking import follow_registry
 
@@ -71,10 +72,10 @@ left_label = active.name if active else "base"
 
 
 def metrics_table(new: ModelVersion, old: ModelVersion | None) -> pd.DataFrame:
-    old_metrics = old.metrics if old else {}
-    keys = list(dict.fromkeys([*new.metrics, *old_metrics]))
+    new_metrics, old_metrics = scalar_metrics(new.metrics), scalar_metrics(old.metrics if old else {})
+    keys = list(dict.fromkeys([*new_metrics, *old_metrics]))
     table = pd.DataFrame({"metric": keys, left_label: [old_metrics.get(k) for k in keys],
-                          new.name: [new.metrics.get(k) for k in keys]})
+                          new.name: [new_metrics.get(k) for k in keys]})
     numeric = pd.to_numeric(table[new.name], errors="coerce") - pd.to_numeric(table[left_label], errors="coerce")
     return table.assign(change=numeric)
 
@@ -117,6 +118,36 @@ with st.expander(f"Model card of {chosen.name}", expanded=False):
 st.dataframe(metrics_table(chosen, active), hide_index=True, column_config={
     "change": st.column_config.NumberColumn(format="%+.3f")})
 
+
+
+def two_answers(left_caption: str, left_answer: str, right_caption: str, right_answer: str) -> None:
+    left, right = st.columns(2)
+    left.caption(left_caption)
+    left.text(left_answer)
+    right.caption(right_caption)
+    right.text(right_answer)
+
+
+def key_content_mark(answer: str, preferred: str) -> str:
+    said = says_key_content(answer, preferred)
+    return "" if said is None else " · ✓ says the key content" if said else " · ✗ misses key content"
+
+
+held_out = chosen.metrics.get("held_out_answers") or []
+compared_with = chosen.metrics.get("compared_with", "the version it was trained to beat")
+st.markdown(f"**Held-out questions: what {chosen.name} answers, beside {compared_with}** (greedy, from its "
+            "evaluation; key content = the code, numbers and names of the preferred answer)")
+if not held_out:
+    st.caption("No held-out answers recorded (a version evaluated before answers were generated, or registered "
+               "by hand).")
+for row in held_out:
+    with st.container(border=True):
+        st.text(row["prompt"])  # people's text: shown as text, never as markdown
+        st.caption("Preferred answer")
+        st.text(row["chosen"])
+        two_answers(compared_with + key_content_mark(row["incumbent_answer"], row["chosen"]), row["incumbent_answer"],
+                    chosen.name + key_content_mark(row["answer"], row["chosen"]), row["answer"])
+
 st.markdown("**Answers to the regression prompts**")
 new_answers, old_answers = answers_by_prompt(chosen), answers_by_prompt(active)
 if not new_answers and not old_answers:
@@ -124,11 +155,7 @@ if not new_answers and not old_answers:
 for prompt in dict.fromkeys([*new_answers, *old_answers]):
     with st.container(border=True):
         st.markdown(f"**{prompt}**")
-        left, right = st.columns(2)
-        left.caption(left_label)
-        left.text(old_answers.get(prompt, "—"))
-        right.caption(chosen.name)
-        right.text(new_answers.get(prompt, "—"))
+        two_answers(left_label, old_answers.get(prompt, "—"), chosen.name, new_answers.get(prompt, "—"))
 
 # --- admin actions ----------------------------------------------------------------------------
 st.subheader("Serve")

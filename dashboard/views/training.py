@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, perform, read
-from dashboard.widgets import ago, badge, confirm_button, when
+from dashboard.widgets import ago, badge, confirm_button, scalar_metrics, when
 from storage.models import RunStatus, TrainingRun
 from storage.runs import get_run, list_runs, request_cancel, run_metrics
 from training.tracking import mlflow_location, run_link
@@ -116,8 +116,8 @@ def run_details(run_id: int) -> None:
     curves(run.id)
     if run.eval_metrics:
         st.markdown("**Evaluation**")
-        st.dataframe(pd.DataFrame({"metric": list(run.eval_metrics), "value": list(map(str, run.eval_metrics.values()))}),
-                     hide_index=True)
+        shown = scalar_metrics(run.eval_metrics)
+        st.dataframe(pd.DataFrame({"metric": list(shown), "value": list(map(str, shown.values()))}), hide_index=True)
     log = log_tail(run.log_path)
     with st.expander("Log", expanded=False):
         st.code(log or "no log file yet", language=None)

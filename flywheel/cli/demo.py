@@ -13,6 +13,7 @@ from rich.table import Table
 from flywheel.cli.common import console, fail, settings
 from serving.errors import ServingError
 from storage.errors import StorageError
+from training.gate import REPORTED
 
 HELP = """Run one turn of the loop on a fresh demo database (HOME/demo unless --home): your data is untouched.
 
@@ -50,7 +51,7 @@ def metrics_table(result) -> Table:
     table.add_column("metric")
     table.add_column("candidate", justify="right")
     table.add_column(str(metrics.get("compared_with", "incumbent")), justify="right")
-    for name in ("reward_accuracy", "likelihood_accuracy", "reward_margin", "chosen_perplexity"):
+    for name in REPORTED:
         if name in metrics:
             table.add_row(name, f"{metrics[name]:.3f}", f"{incumbent.get(name, float('nan')):.3f}")
     commands = lambda answers: sum(i.answered_by(a.text) for i, a in zip(result.held_out, answers))  # noqa: E731
