@@ -15,7 +15,7 @@ from bot import metrics
 from bot.ack_priority import AckPriority
 from bot.answer_queue import AnswerJob, AnswerQueue
 from bot.ratelimit import RateLimiter
-from bot.redaction import redact
+from storage.redaction import redact
 from bot.streaming import ChannelPacer
 from flywheel.settings import Settings
 from storage.db import make_engine

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(300, gt=0, description="A running run silent this long is marked failed.")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
     min_pair_chars: int = Field(2, ge=1, description="Chosen/rejected answers shorter than this are dropped.")
+    max_pair_chars: int = Field(
+        8000, ge=1, description="Chosen/rejected answers longer than this are dropped from snapshots (pasted logs, "
+        "runaway generations): truncated in training, they would teach nothing.",
+    )
     lora_r: int = Field(16, ge=1, description="LoRA rank (at most FLYWHEEL_VLLM_MAX_LORA_RANK to be served).")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")

@@ -209,6 +209,8 @@ class DatasetSnapshot(Base):
     train_count: Mapped[int] = mapped_column(Integer)
     eval_count: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(1024))
+    # approved pairs left out, by reason ("duplicate": 3, ...): the data's quality, shown with the run
+    dropped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -19,18 +19,26 @@ ACTIVE_RUN_STATUSES = (RunStatus.queued, RunStatus.running)
 
 
 def get_or_create_snapshot(
-    session: Session, content_hash: str, pair_ids: list[int], train_count: int, eval_count: int, path: str
+    session: Session, content_hash: str, pair_ids: list[int], train_count: int, eval_count: int, path: str,
+    dropped: dict[str, int] | None = None,
 ) -> DatasetSnapshot:
-    """Snapshots are immutable and content-addressed: the same hash returns the stored one."""
+    """Snapshots are immutable and content-addressed: the same hash returns the stored one. `dropped`: approved
+    pairs left out, by reason."""
     found = session.scalar(select(DatasetSnapshot).where(DatasetSnapshot.content_hash == content_hash))
     if found:
         return found
     snapshot = DatasetSnapshot(
-        content_hash=content_hash, pair_ids=pair_ids, train_count=train_count, eval_count=eval_count, path=path
+        content_hash=content_hash, pair_ids=pair_ids, train_count=train_count, eval_count=eval_count, path=path,
+        dropped=dropped or {},
     )
     session.add(snapshot)
     session.flush()
     return snapshot
+
+
+def describe_drops(dropped: dict[str, int]) -> str:
+    """A snapshot's left-out pairs in words: "1 chosen equals rejected, 3 near-duplicate"."""
+    return ", ".join(f"{count} {reason}" for reason, count in sorted(dropped.items()))
 
 
 def list_snapshots(session: Session) -> list[DatasetSnapshot]:

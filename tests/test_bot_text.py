@@ -13,7 +13,7 @@ from slack_support import TOKEN
 from bot import blocks
 from bot.answering import CHARS_PER_TOKEN, clean_text, estimate_tokens, fit_to_context
 from bot.ratelimit import RateLimiter
-from bot.redaction import redact
+from storage.redaction import redact
 from bot.streaming import AnswerStream, ChannelPacer, EditedMessages, SlackStream
 
 

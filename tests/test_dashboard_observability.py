@@ -74,6 +74,17 @@ def test_the_training_page_links_the_run_to_mlflow(seeded, sqlite_url):
     assert "MLflow run [abc123](http://mlflow.example:5000/#/experiments/3/runs/abc123)" in captions, captions
 
 
+def test_the_training_page_says_how_many_approved_pairs_the_snapshot_left_out_and_why(seeded, sqlite_url):
+    def cleaned(session):
+        get_run(session, seeded.run_id).snapshot.dropped = {"near-duplicate": 3, "chosen equals rejected": 1}
+
+    stored(sqlite_url, cleaned)
+    at = signed_in(ADMIN, "training")
+    captions = " ".join(c.value for c in at.caption)
+    assert ("24 train / 6 held-out pairs, approved pairs left out: 1 chosen equals rejected, 3 near-duplicate"
+            in captions), captions
+
+
 @pytest.mark.browser
 def test_the_dashboard_process_counts_the_pages_people_open(sqlite_url, tmp_path, browser):  # noqa: F811
     ui, metrics = free_port(), free_port()

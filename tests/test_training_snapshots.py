@@ -54,16 +54,33 @@ def record(question: str, chosen: str, rejected: str) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
-def test_degenerate_and_duplicate_pairs_are_dropped(snap_settings, engine):
+def test_degenerate_and_near_duplicate_pairs_are_dropped_and_counted_on_the_snapshot(snap_settings, engine):
     add_approved_pairs(engine, [
         record("a?", "Run `ls -la`.", "No idea."),
-        record("a?", " Run `ls -la`. ", "No idea."),  # the same pair once stripped
+        record("A? ", " run  `LS -la` ", "no idea!"),  # the same pair once case, spacing and end punctuation go
         record("b?", "Run `df -h`.", "Hmm."),  # "Hmm." is shorter than 5 characters
         record("c?", "Run `ps aux`.", "Ask someone."),
+        record("d?", "Use `top`.", "use  `top`!"),  # chosen and rejected say the same
+        record("e?", "Run `free -m`.", "x" * 81),  # a runaway answer
+    ])
+    strict = snap_settings.model_copy(update={"min_pair_chars": 5, "max_pair_chars": 80})
+    with session_scope(engine) as session:
+        snapshot = build_snapshot(session, strict)
+        assert snapshot.train_count + snapshot.eval_count == 2 and len(snapshot.pair_ids) == 2
+        assert snapshot.dropped == {"near-duplicate": 1, "answer shorter than 5 characters": 1,
+                                    "chosen equals rejected": 1, "answer longer than 80 characters": 1}
+
+
+def test_with_pii_redaction_on_snapshots_hold_no_emails_or_tokens(snap_settings, engine):
+    add_approved_pairs(engine, [
+        record("Mail ops@example.com about the outage?", "Send it to [EMAIL] via `mail`.", "I can't."),
+        record("Is xoxb-1234567890-abcdefghij valid?", "Run `slack auth test`.", "Maybe."),
     ])
     with session_scope(engine) as session:
-        snapshot = build_snapshot(session, snap_settings.model_copy(update={"min_pair_chars": 5}))
-    assert snapshot.train_count + snapshot.eval_count == 2 and len(snapshot.pair_ids) == 2
+        snapshot = build_snapshot(session, snap_settings.model_copy(update={"pii_redaction": True}))
+    text = str(load_from_disk(snapshot.path)["train"].to_list() + load_from_disk(snapshot.path)["eval"].to_list())
+    assert "ops@example.com" not in text and "xoxb-1234567890" not in text
+    assert "[EMAIL]" in text and "[TOKEN]" in text
 
 
 def test_no_approved_pairs_fails_the_run_before_training(snap_settings, engine):

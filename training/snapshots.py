@@ -1,6 +1,10 @@
 """Dataset snapshots: approved pairs -> cleaned, deduplicated, split, content-hashed `datasets` on disk.
 
-The same approved pairs always give the same hash and the same split; a snapshot is never rewritten.
+Cleaning drops a pair whose chosen and rejected answers are the same once normalised (case, spacing, end
+punctuation), an answer shorter than `min_pair_chars` or longer than `max_pair_chars`, and a near-duplicate
+(the same prompt and answers once normalised) of a pair kept; with `pii_redaction` on, the text is redacted
+first. The snapshot records how many were dropped and why. The same approved pairs always give the same hash
+and the same split; a snapshot is never rewritten.
 Prompts are kept as chat messages (TRL's conversational format), so the trainer applies the base
 model's chat template, with the system prompt the served model answers under.
 """
@@ -19,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from storage.models import DatasetSnapshot, PreferencePair
 from storage.pairs import approved_pairs, pair_to_record
-from storage.runs import get_or_create_snapshot
+from storage.redaction import redact
+from storage.runs import describe_drops, get_or_create_snapshot
 
 SPLITS = ("train", "eval")
 
@@ -50,30 +55,38 @@ def with_system_prompt(prompt: list[dict], system_prompt: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt}] + prompt
 
 
-def degenerate_reason(pair: PreferencePair, min_chars: int) -> str | None:
-    chosen, rejected = pair.chosen.strip(), pair.rejected.strip()
-    if chosen == rejected:
+def comparable(text: str) -> str:
+    """Text as two near-identical texts compare equal: lower case, one space, no end punctuation."""
+    return " ".join(text.lower().split()).strip(" .!?")
+
+
+def degenerate_reason(chosen: str, rejected: str, min_chars: int, max_chars: int) -> str | None:
+    if comparable(chosen) == comparable(rejected):
         return "chosen equals rejected"
     if len(chosen) < min_chars or len(rejected) < min_chars:
         return f"answer shorter than {min_chars} characters"
+    if len(chosen) > max_chars or len(rejected) > max_chars:
+        return f"answer longer than {max_chars} characters"
     return None
 
 
-def clean_pairs(pairs: list[PreferencePair], system_prompt: str, min_chars: int) -> CleanPairs:
+def clean_pairs(pairs: list[PreferencePair], settings) -> CleanPairs:
     records, ids, seen, dropped = [], [], set(), {}
+    text = redact if settings.pii_redaction else str
     for pair in pairs:
-        reason = degenerate_reason(pair, min_chars)
         record = pair_to_record(pair)
-        record["prompt"] = with_system_prompt(record["prompt"], system_prompt)
-        record["chosen"][0]["content"] = pair.chosen.strip()
-        record["rejected"][0]["content"] = pair.rejected.strip()
-        key = canonical(record)
+        record["prompt"] = [{**m, "content": text(m["content"])} for m in record["prompt"]]
+        chosen, rejected = text(pair.chosen.strip()), text(pair.rejected.strip())
+        record["chosen"][0]["content"], record["rejected"][0]["content"] = chosen, rejected
+        reason = degenerate_reason(chosen, rejected, settings.min_pair_chars, settings.max_pair_chars)
+        key = canonical([[comparable(m["content"]) for m in record["prompt"]], comparable(chosen), comparable(rejected)])
         if reason is None and key in seen:
-            reason = "duplicate"
+            reason = "near-duplicate"
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
         seen.add(key)
+        record["prompt"] = with_system_prompt(record["prompt"], settings.system_prompt)
         records.append(record)
         ids.append(pair.id)
     return CleanPairs(records, ids, dropped)
@@ -97,10 +110,6 @@ def split_records(records: list[dict], eval_fraction: float) -> dict[str, list[d
     return splits
 
 
-def describe_drops(dropped: dict[str, int]) -> str:
-    return ", ".join(f"{count} {reason}" for reason, count in sorted(dropped.items()))
-
-
 def write_dataset(splits: dict[str, list[dict]], path: Path) -> None:
     """Write once, atomically: an existing snapshot folder is never touched."""
     if path.exists():
@@ -116,7 +125,7 @@ def build_snapshot(session: Session, settings) -> DatasetSnapshot:
     pairs = approved_pairs(session)
     if not pairs:
         raise SnapshotError("no approved preference pairs: approve some in the review queue first")
-    clean = clean_pairs(pairs, settings.system_prompt, settings.min_pair_chars)
+    clean = clean_pairs(pairs, settings)
     if not clean.records:
         raise SnapshotError(f"all {len(pairs)} approved pairs are unusable ({describe_drops(clean.dropped)})")
     splits = split_records(clean.records, settings.eval_fraction)
@@ -124,7 +133,8 @@ def build_snapshot(session: Session, settings) -> DatasetSnapshot:
     path = settings.home / "snapshots" / content_hash[:16]
     write_dataset(splits, path)
     return get_or_create_snapshot(
-        session, content_hash, sorted(clean.pair_ids), len(splits["train"]), len(splits["eval"]), str(path)
+        session, content_hash, sorted(clean.pair_ids), len(splits["train"]), len(splits["eval"]), str(path),
+        clean.dropped,
     )
 
 

@@ -10,8 +10,8 @@ import streamlit as st
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, perform, read
 from dashboard.widgets import ago, badge, confirm_button, scalar_metrics, when
-from storage.models import RunStatus, TrainingRun
-from storage.runs import get_run, list_runs, request_cancel, run_metrics
+from storage.models import DatasetSnapshot, RunStatus, TrainingRun
+from storage.runs import describe_drops, get_run, list_runs, request_cancel, run_metrics
 from training.tracking import mlflow_location, run_link
 
 actor = current_actor()
@@ -96,12 +96,20 @@ def mlflow_caption(run: TrainingRun) -> None:
                f"--backend-store-uri {mlflow_location(settings)}`)")
 
 
+def snapshot_caption(snapshot: DatasetSnapshot | None) -> str:
+    if snapshot is None:
+        return ""
+    dropped = describe_drops(snapshot.dropped) if snapshot.dropped else "none"
+    return (f" · snapshot #{snapshot.id}: {snapshot.train_count} train / {snapshot.eval_count} held-out pairs, "
+            f"approved pairs left out: {dropped}")
+
+
 def run_details(run_id: int) -> None:
-    run = read(lambda s: get_run(s, run_id))
+    run, snapshot = read(lambda s: (run := get_run(s, run_id), run.snapshot))
     head, action = st.columns([4, 1])
     head.markdown(f"### Run #{run.id} {badge(run.status)}")
     head.caption(f"{run.kind.value} · triggered by {run.triggered_by} · created {ago(run.created_at)}"
-                 + (f" · snapshot #{run.snapshot_id}" if run.snapshot_id else ""))
+                 + snapshot_caption(snapshot))
     mlflow_caption(run)
     if run.total_steps:
         st.progress(min(run.current_step / run.total_steps, 1.0), text=f"step {progress_text(run)}")
