@@ -78,7 +78,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
     app = build_app(settings, services)
     resume_waiting(services, app.client)
     if settings.bot_mode == "socket":
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        # websocket-client's parser, not slack_sdk's built-in client: under a burst of envelopes the built-in
+        # one misreads frames that arrive together ("unsupported data frame"), drops the connection and never
+        # acks what it held (python-slack-sdk#1124; measured here with 300 envelopes back to back).
+        from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
 
         app_token = _secret(settings, "slack_app_token", "Socket Mode connects with it, xapp-...")
         handler = SocketModeHandler(app, app_token, web_client=app.client, concurrency=settings.bot_listener_threads)
