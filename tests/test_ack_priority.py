@@ -1,19 +1,32 @@
 """Acks first: while a burst of requests is being acknowledged, work that can wait pauses (bounded), and
-goes on as soon as the burst is over. A real Bolt app, with a listener that acks when the test says so."""
+goes on as soon as the burst is over. A real Bolt app (its Web API client on the local Slack stand-in, which
+answers its auth.test), with a listener that acks when the test says so."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from contextlib import contextmanager
 
+import pytest
 from slack_bolt import App, BoltRequest
+from slack_sdk import WebClient
 
 from bot.ack_priority import AckPriority
+from bot.testing.slack_api import SlackStub
+
+TOKEN = "xoxb-1-ack-priority-test"
 
 
-def held_app(release: threading.Event) -> App:
-    app = App(token="xoxb-test", signing_secret="unused", token_verification_enabled=False,
+@pytest.fixture(scope="module")
+def slack():
+    with SlackStub(TOKEN) as stub:
+        yield stub
+
+
+def held_app(release: threading.Event, slack: SlackStub) -> App:
+    app = App(client=WebClient(token=TOKEN, base_url=slack.url), signing_secret="unused",
               request_verification_enabled=False, process_before_response=True)
 
     @app.event("app_mention")
@@ -50,36 +63,41 @@ def wait_for_acking(acks: AckPriority, count: int) -> None:
         time.sleep(0.01)
 
 
-def test_waiting_work_goes_on_when_the_burst_is_acked_and_at_once_below_a_burst():
-    release = threading.Event()
-    app, acks = held_app(release), AckPriority(burst=2, max_wait_s=20)
+@contextmanager
+def held_requests(acks: AckPriority, count: int, slack: SlackStub):
+    """`count` requests held in a watched app's listener; yields a function that holds more. On leaving, all
+    are acked and their threads joined."""
+    release, threads = threading.Event(), []
+    app = held_app(release, slack)
     acks.watch(app)
-    threads = dispatch_in_threads(app, 2)
-    wait_for_acking(acks, 2)
-    assert timed_yield(acks) < 0.5  # two at once is not a burst
-    threads += dispatch_in_threads(app, 3)
-    wait_for_acking(acks, 5)
-    waited: list[float] = []
-    waiter = threading.Thread(target=lambda: waited.append(timed_yield(acks)))
-    waiter.start()
-    time.sleep(1.0)
-    assert waiter.is_alive() and not waited  # paused while five are being acked
-    release.set()
-    waiter.join(10)
-    for thread in threads:
-        thread.join(10)
-    assert 1.0 <= waited[0] < 5 and acks.acking == 0
 
+    def hold(more: int) -> None:
+        threads.extend(dispatch_in_threads(app, more))
+        wait_for_acking(acks, len(threads))
 
-def test_a_burst_that_lasts_pauses_waiting_work_for_at_most_max_wait():
-    release = threading.Event()
-    app, acks = held_app(release), AckPriority(burst=1, max_wait_s=0.3)
-    acks.watch(app)
-    threads = dispatch_in_threads(app, 3)
-    wait_for_acking(acks, 3)
     try:
-        assert 0.3 <= timed_yield(acks) < 3
+        hold(count)
+        yield hold
     finally:
         release.set()
         for thread in threads:
             thread.join(10)
+
+
+def test_waiting_work_goes_on_when_the_burst_is_acked_and_at_once_below_a_burst(slack):
+    acks, waited = AckPriority(burst=2, max_wait_s=20), []
+    waiter = threading.Thread(target=lambda: waited.append(timed_yield(acks)))
+    with held_requests(acks, 2, slack) as hold:
+        assert timed_yield(acks) < 0.5  # two at once is not a burst
+        hold(3)
+        waiter.start()
+        time.sleep(1.0)
+        assert waiter.is_alive() and not waited  # paused while five are being acked
+    waiter.join(10)
+    assert 1.0 <= waited[0] < 5 and acks.acking == 0
+
+
+def test_a_burst_that_lasts_pauses_waiting_work_for_at_most_max_wait(slack):
+    acks = AckPriority(burst=1, max_wait_s=0.3)
+    with held_requests(acks, 3, slack):
+        assert 0.3 <= timed_yield(acks) < 3
