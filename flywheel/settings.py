@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         "accuracy (log-probs), or from its greedy answers the share saying the chosen answer's key content, or ROUGE-L.",
     )
     gate_margin: float = Field(0.0, description="What a candidate must add over the active one on gate_metric.")
+    gate_max_knowledge_drop: float = Field(
+        0.1, ge=0, le=1, description="How much of the shipped general-knowledge questions (training/"
+        "general_knowledge.jsonl) a candidate may answer right less often than the active one before the gate "
+        "refuses it as forgetting.",
+    )
     auto_promote: bool = Field(False, description="Promote a registered candidate without an admin.")
     canary_share: float = Field(0.0, ge=0, le=1, description="Share of users routed to a canary version.")
 

@@ -66,9 +66,10 @@ def test_fifty_mentions_at_once_are_all_stored_and_answered_once_and_votes_durin
         threads = {event["event"]["ts"] for event in first}
         assert {i.question_ts for i in rows(bot, Interaction)} == threads  # stored before they were acked
 
-        # Those who could not be answered at once were told where they are in line, in their thread.
-        notices = posted(slack, "chat.postEphemeral")
-        assert len(notices) >= USERS - 2 * WORKERS
+        # Those who could not be answered at once were told where they are in line, in their thread, within
+        # seconds (the notices wait for the burst's acks: bot/ack_priority.py).
+        enough = USERS - 2 * WORKERS
+        notices = eventually(lambda: found if len(found := posted(slack, "chat.postEphemeral")) >= enough else None)
         assert all(n["thread_ts"] in threads and "I'll answer in this thread" in n["text"] for n in notices)
         first_answers = answered(bot, slack, threads)
         assert sorted(map(len, first_answers.values())) == [1] * USERS  # each once

@@ -35,3 +35,18 @@ def test_the_gate_can_judge_by_what_the_answers_say():
     assert refused.reason.startswith("does not beat v1: held-out answers saying the chosen answer's key content 0.250")
     assert decide(candidate, incumbent, "v1", margin=0.05, metric="rouge_l").passed
     assert not decide(candidate, incumbent, "v1", margin=0.2, metric="rouge_l").passed
+
+
+def test_a_candidate_that_forgot_general_knowledge_is_refused_whatever_it_gained():
+    candidate = {**scores(1.0, 3.0), "general_knowledge": 0.45}
+    incumbent = {**scores(0.2, 0.1), "general_knowledge": 0.60}
+    refused = decide(candidate, incumbent, "v2", margin=0.0, max_knowledge_drop=0.1)
+    assert not refused.passed
+    assert refused.reason.startswith("forgets what v2 knew: general-knowledge questions answered right 0.450 vs 0.600")
+    assert decide(candidate, incumbent, "v2", margin=0.0, max_knowledge_drop=0.15).passed
+
+
+def test_a_drop_of_exactly_the_allowed_share_passes():
+    """Two of 20 questions lost with 0.1 allowed: 0.55 - 0.45 is 0.10000000000000003 in floating point."""
+    candidate, incumbent = {**scores(1.0, 3.0), "general_knowledge": 0.45}, {**scores(0.2, 0.1), "general_knowledge": 0.55}
+    assert decide(candidate, incumbent, "base", margin=0.0, max_knowledge_drop=0.1).passed

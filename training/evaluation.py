@@ -12,13 +12,17 @@
 
 And from what each version says: greedy answers to the held-out prompts (at most GENERATED_PROMPTS of them),
 scored against the chosen answers by training/answer_metrics.py (key_content_share, rouge_l,
-mean_answer_chars); the answers themselves are kept beside the metrics for the Models page.
+mean_answer_chars); the answers themselves are kept beside the metrics for the Models page. And
+general_knowledge: the share of the short questions shipped in general_knowledge.jsonl (capitals, numbers,
+planets) a version still answers right, so that the gate can refuse a candidate that forgot.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,8 @@ from training.config import TrainConfig
 from training.modeling import load_base_model, load_tokenizer
 
 BASE = "base"
+KNOWLEDGE_FILE = Path(__file__).with_name("general_knowledge.jsonl")
+KNOWLEDGE_TOKENS = 32  # a short answer names the fact early
 GENERATED_PROMPTS = 32  # held-out prompts answered by each version: bounds the evaluation's time on a CPU
 ANSWER_TOKENS = 96  # enough for a command and a sentence around it
 
@@ -96,7 +102,8 @@ def pair_logps(model, tokenizer, records: list[dict], max_length: int, progress,
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_size: int = 8) -> list[str]:
+def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_size: int = 8,
+                   max_new_tokens: int = ANSWER_TOKENS) -> list[str]:
     """What the model answers to each prompt, greedy (as the gate should judge it: no sampling luck)."""
     answers, device = [], next(model.parameters()).device
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
@@ -105,7 +112,7 @@ def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_
             texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
                      for p in prompts[start : start + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            output = model.generate(**batch, max_new_tokens=ANSWER_TOKENS, do_sample=False,
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
             answers += tokenizer.batch_decode(output[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
             progress()
@@ -120,7 +127,18 @@ def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[
     answers = greedy_answers(model, tokenizer, [r["prompt"] for r in records], progress)
     chosen = [completion_text(r["chosen"]) for r in records]
     held_out = [{"prompt": _question(r["prompt"]), "chosen": c, "answer": a} for r, c, a in zip(records, chosen, answers)]
-    return {**answer_metrics(answers, chosen), "held_out_answers": held_out}
+    return {**answer_metrics(answers, chosen), "general_knowledge": general_knowledge(model, tokenizer, progress),
+            "held_out_answers": held_out}
+
+
+def general_knowledge(model, tokenizer, progress) -> float:
+    """Share of the shipped general-knowledge questions whose greedy answer names a right answer."""
+    items = [json.loads(line) for line in KNOWLEDGE_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [[{"role": "user", "content": item["question"]}] for item in items]
+    answers = greedy_answers(model, tokenizer, prompts, progress, batch_size=len(items), max_new_tokens=KNOWLEDGE_TOKENS)
+    right = [any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, re.IGNORECASE) for a in item["answers"])
+             for item, answer in zip(items, answers)]
+    return sum(right) / len(items)
 
 
 def side_by_side(candidate: list[dict], incumbent: list[dict]) -> list[dict]:

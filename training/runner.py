@@ -124,7 +124,8 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
     name, path = incumbent(engine)
     adapters = {name: Path(path) if path else None, CANDIDATE: result.adapter_path}
     scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config, eval_heartbeat(engine, run_id))
-    decision = decide(scores[CANDIDATE], scores[name], name, settings.gate_margin, settings.gate_metric)
+    decision = decide(scores[CANDIDATE], scores[name], name, settings.gate_margin, settings.gate_metric,
+                      settings.gate_max_knowledge_drop)
     log.info("run %s gate: %s", run_id, decision.reason)
     candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
     answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
