@@ -45,9 +45,13 @@ ADMIN = Actor("demo-admin", Role.admin)
 # Measured on 2 CPU cores (see `flywheel demo --help`): 18 steps of about 5 s on a quiet machine.
 # A high learning rate for 3 epochs, with the SFT term on the chosen answers, makes the greedy answers to
 # the held-out questions give the exact commands (lr 1e-3 for 2 epochs: the "Run `...`." form only);
-# 64 tokens hold the prompt, the chosen answer and the start of the rejected one.
+# 64 tokens hold the prompt, the chosen answer and the start of the rejected one. So fast a lesson forgets:
+# measured here, the candidate answers 3 of the 20 general-knowledge questions right where the base model
+# answered 11, and the default gate refuses it. The demo shows the loop turning, so its gate allows that;
+# its metrics table prints general_knowledge for everyone to see.
 TRAINING = dict(max_length=64, batch_size=4, epochs=3, learning_rate=3e-3, sft_weight=1.0, lora_r=8, lora_alpha=16,
-                eval_fraction=0.2, max_answer_tokens=24, temperature=0.0, auto_promote=False)
+                eval_fraction=0.2, max_answer_tokens=24, temperature=0.0, auto_promote=False,
+                gate_max_knowledge_drop=1.0)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 TERMINAL = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
