@@ -113,6 +113,11 @@ class Conversation(Base):
     interactions: Mapped[list[Interaction]] = relationship(back_populates="conversation")
 
 
+def last_user_message(messages: list[dict[str, Any]]) -> str:
+    """What the person asked: the last user turn of chat messages ("" when there is none)."""
+    return next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+
+
 class Interaction(Base):
     __tablename__ = "interaction"
     __table_args__ = (
@@ -144,9 +149,7 @@ class Interaction(Base):
 
     @property
     def prompt_text(self) -> str:
-        """The last user message: what the person asked."""
-        users = [m["content"] for m in self.prompt_messages if m.get("role") == "user"]
-        return users[-1] if users else ""
+        return last_user_message(self.prompt_messages)
 
 
 class Feedback(Base):

@@ -25,12 +25,14 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import PeftModel
 
+from storage.models import last_user_message
 from training.answer_metrics import answer_metrics
 from training.config import TrainConfig
 from training.modeling import load_base_model, load_tokenizer
@@ -126,14 +128,20 @@ def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[
     records = records[:GENERATED_PROMPTS]
     answers = greedy_answers(model, tokenizer, [r["prompt"] for r in records], progress)
     chosen = [completion_text(r["chosen"]) for r in records]
-    held_out = [{"prompt": _question(r["prompt"]), "chosen": c, "answer": a} for r, c, a in zip(records, chosen, answers)]
+    held_out = [{"prompt": last_user_message(r["prompt"]), "chosen": c, "answer": a}
+                for r, c, a in zip(records, chosen, answers)]
     return {**answer_metrics(answers, chosen), "general_knowledge": general_knowledge(model, tokenizer, progress),
             "held_out_answers": held_out}
 
 
+@lru_cache(maxsize=1)
+def knowledge_questions() -> tuple[dict[str, Any], ...]:
+    return tuple(json.loads(line) for line in KNOWLEDGE_FILE.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 def general_knowledge(model, tokenizer, progress) -> float:
     """Share of the shipped general-knowledge questions whose greedy answer names a right answer."""
-    items = [json.loads(line) for line in KNOWLEDGE_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = knowledge_questions()
     prompts = [[{"role": "user", "content": item["question"]}] for item in items]
     answers = greedy_answers(model, tokenizer, prompts, progress, batch_size=len(items), max_new_tokens=KNOWLEDGE_TOKENS)
     right = [any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, re.IGNORECASE) for a in item["answers"])
@@ -144,10 +152,6 @@ def general_knowledge(model, tokenizer, progress) -> float:
 def side_by_side(candidate: list[dict], incumbent: list[dict]) -> list[dict]:
     """The held-out answers of two versions to the same prompts, one row per prompt."""
     return [{**new, "incumbent_answer": old["answer"]} for new, old in zip(candidate, incumbent, strict=True)]
-
-
-def _question(prompt: list[dict]) -> str:
-    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
 
 
 def preference_metrics(policy: LogProbs, reference: LogProbs, beta: float) -> dict[str, float]:

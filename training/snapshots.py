@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from storage.models import DatasetSnapshot, PreferencePair
 from storage.pairs import approved_pairs, pair_to_record
-from storage.redaction import redact
+from storage.redaction import redact, redact_messages
 from storage.runs import describe_drops, get_or_create_snapshot
+from training.answer_metrics import normalise
 
 SPLITS = ("train", "eval")
 
@@ -57,7 +58,7 @@ def with_system_prompt(prompt: list[dict], system_prompt: str) -> list[dict]:
 
 def comparable(text: str) -> str:
     """Text as two near-identical texts compare equal: lower case, one space, no end punctuation."""
-    return " ".join(text.lower().split()).strip(" .!?")
+    return normalise(text).strip(" .!?")
 
 
 def degenerate_reason(chosen: str, rejected: str, min_chars: int, max_chars: int) -> str | None:
@@ -75,7 +76,8 @@ def clean_pairs(pairs: list[PreferencePair], settings) -> CleanPairs:
     text = redact if settings.pii_redaction else str
     for pair in pairs:
         record = pair_to_record(pair)
-        record["prompt"] = [{**m, "content": text(m["content"])} for m in record["prompt"]]
+        if settings.pii_redaction:
+            record["prompt"] = redact_messages(record["prompt"])
         chosen, rejected = text(pair.chosen.strip()), text(pair.rejected.strip())
         record["chosen"][0]["content"], record["rejected"][0]["content"] = chosen, rejected
         reason = degenerate_reason(chosen, rejected, settings.min_pair_chars, settings.max_pair_chars)

@@ -15,7 +15,7 @@ from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, flash, read
 from dashboard.widgets import badge, confirm_button, scalar_metrics, when
 from storage.audit import describe_change, list_events
-from storage.models import ModelVersion, VersionStatus
+from storage.models import ModelVersion, VersionStatus, last_user_message
 from storage.registry import list_versions, promote_version, rollback, start_canary, stop_canary
 from storage.runs import get_run
 from training.answer_metrics import says_key_content
@@ -88,8 +88,8 @@ def _prompt_and_answer(item: Any) -> tuple[str, str]:
     if not isinstance(item, dict):
         return str(item), ""
     prompt = next((item[k] for k in ("prompt", "question", "messages") if k in item), "")
-    if isinstance(prompt, list):  # chat messages: the question is the last user message
-        prompt = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
+    if isinstance(prompt, list):  # chat messages
+        prompt = last_user_message(prompt)
     text = next((item[k] for k in ("answer", "text", "completion", "output") if k in item), "")
     return str(prompt), str(text)
 
