@@ -1,8 +1,10 @@
-"""The README's GPU figures for an 8B-class model on one GPU, in two sessions (each fits a 10-minute window):
+"""The README's GPU figures for an 8B-class model on one GPU, in sessions that each fit a 10-minute window:
 
     python -m bench.gpu serving --model-dir M --out DIR   # bench.serving: bf16, fp8, n-gram servers side by side
     python -m bench.gpu loop --model-dir M --out DIR      # `flywheel serve`, hot swap under load, a QLoRA run
-                                                          # beside it, a refused run, `flywheel demo`, DPO MFU
+                                                          # beside it, a refused run, the Slack burst against it,
+                                                          # `flywheel demo`, DPO MFU
+    python -m bench.gpu training,serving ...              # several sessions, one after another
 
 `M` is built first if missing (bench.build_model). Each phase writes its JSON into DIR as soon as it ends;
 a phase that would not finish before --deadline-s is skipped and said so.
@@ -64,8 +66,9 @@ class Session:
 def serving(session: Session, model_dir: Path, args) -> None:
     argv = ["--servers", args.servers, "--model-dir", str(model_dir), "--skip-transformers", "--concurrency", "1,64",
             "--single-prompts", "4", "--lora-concurrency", "1,64", "--lora-rounds", "5", "--lora-prompts", "128",
-            "--prefix-caching", "--bandwidth-tbs", str(args.bandwidth_tbs), "--out", str(session.out / "serving.json"),
+            "--bandwidth-tbs", str(args.bandwidth_tbs), "--out", str(session.out / "serving.json"),
             "--deadline-s", str(session.deadline - time.monotonic()), "--server-s", "200"]
+    argv += (["--prefix-caching"] if args.prefix_caching else []) + ["--lora-servers", args.lora_servers]
     session.phase("serving", 200, lambda: {"servers": [s["label"] for s in serving_bench.main(argv)["servers"]]})
 
 
@@ -104,11 +107,18 @@ def loop(session: Session, model_dir: Path, args) -> None:
         old = register(settings, adapters[0], model_dir, promote=True)
         new = register(settings, adapters[1], model_dir, promote=False)
         sync_adapters(settings)
-        session.phase("hot swap", 30, lambda: hot_swap(settings, old, new))
-        plan = {"qlora": True, "batch_size": 4, "max_length": 1024, "max_steps": args.run_steps}
-        session.phase("run beside vLLM", 150, lambda: run_beside_vllm(settings, url, pairs=64, overrides=plan))
-        too_big = {"qlora": False, "batch_size": 64, "max_length": 8192}
-        session.phase("refused run", 30, lambda: refused_run(settings, too_big))
+        if "hot swap" not in args.skip:
+            session.phase("hot swap", 30, lambda: hot_swap(settings, old, new))
+        for micro_batch in args.run_micro_batches:  # the same 4 pairs a step, in micro-batches of this size
+            plan = {"qlora": True, "batch_size": micro_batch, "gradient_accumulation_steps": 4 // micro_batch,
+                    "max_length": 1024, "max_steps": args.run_steps}
+            session.phase(f"run beside vLLM, micro-batch {micro_batch}", 150,
+                          lambda plan=plan: run_beside_vllm(settings, url, pairs=64, overrides=plan))
+        if "refused run" not in args.skip:
+            too_big = {"qlora": False, "batch_size": 64, "max_length": 8192}
+            session.phase("refused run", 30, lambda: refused_run(settings, too_big))
+        if "slack load" not in args.skip:
+            session.phase("slack load", 120, lambda: slack_load(url, session, args.slack_load_s))
     finally:
         serve.send_signal(signal.SIGTERM)
         session.summary["flywheel serve"]["exit_code"] = serve.wait(60)
@@ -116,7 +126,21 @@ def loop(session: Session, model_dir: Path, args) -> None:
     if "demo" not in args.skip:
         session.phase("demo", 150, lambda: demo(model_dir, args.home / "demo", session.out / "demo.txt"))
     if "training" not in args.skip:
-        session.phase("training", 150, lambda: training(model_dir, session.out))
+        training_session(session, model_dir, args)
+
+
+def slack_load(url: str, session: Session, budget_s: float) -> dict:
+    """bench.slack_load against this vLLM (the bot asks it like any Slack question; 64 answers at once, the
+    server's sequences), 100 then 300 people over HTTP, then Socket Mode, one channel each; its JSON is
+    rewritten after every run, so what finishes within `budget_s` is kept."""
+    target = session.out / "slack-load.json"
+    command = [sys.executable, "-m", "bench.slack_load", "--users", "100,300", "--mode", "http,socket", "--model", "vllm",
+               "--vllm-url", url, "--capacity", "64", "--channels", "300", "--out", str(target)]
+    try:
+        subprocess.run(command, cwd=REPO, timeout=min(budget_s, max(session.deadline - time.monotonic() - 20, 30)))
+    except subprocess.TimeoutExpired:
+        pass
+    return json.loads(target.read_text()) if target.exists() else {"error": "no run finished"}
 
 
 def demo(model_dir: Path, home: Path, transcript: Path) -> dict:
@@ -130,14 +154,21 @@ def demo(model_dir: Path, home: Path, transcript: Path) -> dict:
     return {"exit_code": done.returncode, "wall_s": time.monotonic() - started, "timings": timing}
 
 
-def training(model_dir: Path, out: Path) -> dict:
+def training(model_dir: Path, out: Path, variants: str) -> dict:
     """Tokens/s, MFU and peak memory per variant, each in a fresh process; the held-out evaluation is
     measured on the real path (the run beside vLLM), so it is left out here."""
     target = out / "training.json"
     subprocess.run([sys.executable, "-m", "bench.training", "--model-dir", str(model_dir), "--fixed-length",
                     "--max-length", "1024", "--batch-size", "4", "--pairs", "64", "--max-steps", "10", "--skip-eval",
-                    "--variants", "lora,qlora,lora-liger", "--out", str(target)], cwd=REPO)
+                    "--variants", variants, "--out", str(target)], cwd=REPO)
     return json.loads(target.read_text()) if target.exists() else {"error": "no results"}
+
+
+def training_session(session: Session, model_dir: Path, args) -> None:
+    session.phase("training", 150, lambda: training(model_dir, session.out, args.training_variants))
+
+
+SESSIONS = {"training": training_session, "serving": serving, "loop": loop}
 
 
 def collect_logs(out: Path, *folders: Path) -> None:
@@ -150,7 +181,7 @@ def collect_logs(out: Path, *folders: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("session", choices=["serving", "loop"])
+    parser.add_argument("sessions", help="comma-separated, run in this order: training, serving, loop")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--tokenizer", type=Path, default=REPO / "var" / "models" / "SmolLM2-135M-Instruct")
     parser.add_argument("--out", type=Path, required=True)
@@ -159,12 +190,21 @@ def main() -> None:
     parser.add_argument("--bandwidth-tbs", type=float, default=4.8, help="H200 HBM3e (datasheet)")
     parser.add_argument("--run-steps", type=int, default=10)
     parser.add_argument("--servers", default="bf16,fp8,ngram", help="bench.serving configurations (serving session)")
-    parser.add_argument("--skip", default="", help="comma-separated phases of the loop session to leave out")
+    parser.add_argument("--skip", default="", help="comma-separated phases of the loop session to leave out: "
+                        "hot swap, refused run, slack load, demo, training")
+    parser.add_argument("--run-micro-batches", type=lambda v: [int(x) for x in v.split(",")], default=[4],
+                        help="loop session: one QLoRA run beside vLLM per micro-batch size (4 pairs a step each)")
+    parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="serving session: TTFT with the prefix cache used vs bypassed")
+    parser.add_argument("--slack-load-s", type=float, default=200, help="loop session: seconds for the Slack burst")
+    parser.add_argument("--lora-servers", default="all", help="serving session: the servers that measure LoRA overhead")
+    parser.add_argument("--training-variants", default="lora,qlora,lora-liger", help="bench.training variants")
     args = parser.parse_args()
     session = Session(args.out, args.deadline_s)
     session.phase("build model", 0, lambda: {"path": str(build(args.tokenizer, args.model_dir))})
     try:
-        (serving if args.session == "serving" else loop)(session, args.model_dir, args)
+        for name in args.sessions.split(","):
+            SESSIONS[name](session, args.model_dir, args)
     finally:
         collect_logs(args.out, args.home, args.out)
         session.save()

@@ -9,13 +9,11 @@ Called by bench/gpu.py against a running vLLM whose memory share was sized for t
 from __future__ import annotations
 
 import statistics
-import subprocess
-import threading
 import time
 
 from bench.prompts import chat_prompts
 from bench.serving import vllm_level, with_system
-from bench.training import fixed_length_pairs
+from bench.training import MemorySampler, fixed_length_pairs
 from bench.training_processes import ADMIN, TERMINAL, approve_pairs
 from serving.engine import BASE_MODEL_NAME
 from storage.db import get_engine, session_scope
@@ -24,31 +22,6 @@ from training.launcher import start_run_now
 
 PROBES = {1: 2, 8: 8}  # concurrency -> prompts of one latency probe
 PROBE_TOKENS = 64
-
-
-def gpu_processes() -> dict[int, int]:
-    """MiB of GPU memory per process, as the driver counts it (CUDA context and allocator cache included)."""
-    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
-    return {int(pid): int(mib) for pid, mib in (line.split(",") for line in out.strip().splitlines() if line.strip())}
-
-
-class MemorySampler(threading.Thread):
-    """Peak GPU memory of every process, sampled every `every_s` until stopped."""
-
-    def __init__(self, every_s: float = 0.25):
-        super().__init__(daemon=True)
-        self.every_s, self.peaks, self._stop_event = every_s, {}, threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.every_s):
-            for pid, mib in gpu_processes().items():
-                self.peaks[pid] = max(self.peaks.get(pid, 0), mib)
-
-    def stop(self) -> dict[int, int]:
-        self._stop_event.set()
-        self.join()
-        return self.peaks
 
 
 def probe(url: str, system_prompt: str, concurrency: int) -> dict:
@@ -101,6 +74,7 @@ def run_beside_vllm(settings, url: str, *, pairs: int, overrides: dict, timeout_
     run_id = start_run_now(settings, ADMIN, overrides=overrides)
 
     def measure(current: str) -> None:
+        sampler.phase = current
         for concurrency in PROBES:
             probes.append({"phase": current, "concurrency": concurrency, **probe(url, settings.system_prompt, concurrency)})
 
@@ -109,7 +83,7 @@ def run_beside_vllm(settings, url: str, *, pairs: int, overrides: dict, timeout_
     return {"run_id": run_id, "overrides": overrides, "status": status, "error": error, "run_s": time.monotonic() - started,
             "gate": metrics.get("gate"), "steps": metrics.get("steps"), "tokens_per_s": metrics.get("tokens_per_s"),
             "reward_accuracy": metrics.get("reward_accuracy"), "run_process_peak_mib": peaks.pop(pid, None),
-            "other_processes_peak_mib": peaks, "latency": summarize(probes), "probes": probes}
+            "run_process_peak_mib_by_phase": sampler.phase_peaks.get(pid), "other_processes_peak_mib": peaks, "latency": summarize(probes), "probes": probes}
 
 
 def refused_run(settings, overrides: dict) -> dict:

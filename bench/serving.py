@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-prompts", type=int, default=256, help="Prompts per round of the LoRA overhead ratio.")
     parser.add_argument("--lora-rounds", type=int, default=5, help="Alternating LoRA/base rounds (medians compared).")
     parser.add_argument("--lora-concurrency", default="", help="Concurrency levels of the LoRA ratio (default: the highest level).")
+    parser.add_argument("--lora-servers", default="all", help="Comma-separated --servers that measure the LoRA overhead.")
     parser.add_argument("--prefix-caching", action="store_true", help="TTFT with the prefix cache used vs bypassed.")
     parser.add_argument("--bandwidth-tbs", type=float, help="GPU memory bandwidth (TB/s): report decode against the weight-streaming limit.")
     parser.add_argument("--skip-transformers", action="store_true", help="Measure vLLM only.")
@@ -268,14 +269,17 @@ async def _salted_pass(url: str, prompts, max_tokens: int, concurrency: int, sal
     return latency_summary(streamed)
 
 
-def measure_server(url: str, settings, model_dir: Path, lora_name: str, args: argparse.Namespace) -> dict:
-    """Every vLLM figure of one server: levels, LoRA overhead, prefix caching, weight streaming."""
+def measure_server(url: str, settings, model_dir: Path, lora_name: str, args: argparse.Namespace, report: dict,
+                   with_lora: bool = True) -> None:
+    """Every vLLM figure of one server into `report`, as each is measured (a server that fails part-way keeps
+    the figures before): levels, LoRA overhead, prefix caching, weight streaming."""
     prompts = with_system(chat_prompts(args.prompts), settings.system_prompt)
     single = prompts[:args.single_prompts]
     levels = [int(c) for c in args.concurrency.split(",")]
     vllm_level(url, BASE_MODEL_NAME, prompts[:4], 4, 4)  # warm-up, not measured
     spec_before = spec_counters(url)
-    report = {"quantization": settings.vllm_quantization or "none", "extra_args": settings.vllm_extra_args, "levels": []}
+    report.update(quantization=settings.vllm_quantization or "none", extra_args=settings.vllm_extra_args, levels=[],
+                  lora=[])
     for level in levels:
         print(f"vLLM, concurrency {level}…", flush=True)
         row = vllm_level(url, BASE_MODEL_NAME, single if level == 1 else prompts, args.max_tokens, level, latency=True)
@@ -288,33 +292,32 @@ def measure_server(url: str, settings, model_dir: Path, lora_name: str, args: ar
     if args.bandwidth_tbs and single_row:
         decode = 1000 / single_row["itl_ms"]["p50"]
         report["weight_streaming"] = weight_streaming(model_dir, settings.vllm_quantization, decode, args.bandwidth_tbs)
-    lora_levels = [int(c) for c in (args.lora_concurrency or str(max(levels))).split(",")]
-    report["lora"] = [
-        lora_overhead(url, lora_name, with_system(chat_prompts(args.lora_prompts if c > 1 else 4), settings.system_prompt)
-                      if c > 1 else single[:4], args.max_tokens, c, args.lora_rounds)
-        for c in lora_levels
-    ]
+    lora_levels = [int(c) for c in (args.lora_concurrency or str(max(levels))).split(",")] if with_lora else []
+    for c in lora_levels:
+        lora_prompts = with_system(chat_prompts(args.lora_prompts), settings.system_prompt) if c > 1 else single[:4]
+        report["lora"].append(lora_overhead(url, lora_name, lora_prompts, args.max_tokens, c, args.lora_rounds))
     if args.prefix_caching:
         systems = {"default": settings.system_prompt, "long": LONG_SYSTEM_PROMPT}
         report["prefix_caching"] = prefix_caching(url, systems, args.max_tokens, {1: 4, 64: 64})
-    return report
 
 
 def markdown(report: dict) -> str:
     lines = [f"Hardware: {report['hardware']}; model {report['model']}; {report['prompts']} prompts x "
              f"{report['max_tokens']} output tokens; transformers dtype {report.get('transformers_dtype', '-')}"]
     for server in report["servers"]:
-        lines += ["", f"**{server['label']}** (quantization {server['quantization']})", "",
+        lines += ["", f"**{server['label']}** (quantization {server.get('quantization', '-')})", "",
                   "| concurrency | vLLM tok/s | transformers tok/s | vLLM / transformers | TTFT p50 / p90 / p99 ms "
                   "| ITL p50 / p90 / p99 ms |", "|---:|---:|---:|---:|---|---|"]
-        for row in server["levels"]:
+        if "error" in server:
+            lines.append(f"failed: {server['error']}")
+        for row in server.get("levels", []):
             v, t = row["vllm"], row.get("transformers")
             ttft, itl = v["ttft_ms"], v["itl_ms"]
             hf = f"{t['tok_s']:.1f} | {row['ratio']:.2f}x" if t else "- | -"
             lines.append(f"| {row['concurrency']} | {v['tok_s']:.1f} | {hf} "
                          f"| {ttft['p50']:.0f} / {ttft['p90']:.0f} / {ttft['p99']:.0f} "
                          f"| {itl['p50']:.1f} / {itl['p90']:.1f} / {itl['p99']:.1f} |")
-        for lora in server["lora"]:
+        for lora in server.get("lora", []):
             lines.append(f"LoRA at concurrency {lora['concurrency']}, {lora['prompts']} prompts, median of "
                          f"{len(lora['rounds']['lora'])} rounds: {lora['lora_tok_s']:.1f} vs base {lora['base_tok_s']:.1f} "
                          f"tok/s (overhead {100 * (1 - lora['ratio']):.0f} %)")
@@ -373,11 +376,15 @@ def run_servers(args: argparse.Namespace, report: dict, base_settings, model_dir
         settings = server_settings(base_settings, label, args.vllm_url)
         server, row = (None, {}) if args.vllm_url else start_server(
             settings, model_dir, args.out.with_suffix(f".{label}.vllm.log"))
+        row["label"] = label
+        with_lora = label in args.lora_servers.split(",") or args.lora_servers == "all"
         try:
-            if not args.adapter_name:
+            if not args.adapter_name and with_lora:
                 load_adapter(settings, ADAPTER_NAME, adapter)
-            row.update(label=label, **measure_server(settings.vllm_url, settings, model_dir,
-                                                     args.adapter_name or ADAPTER_NAME, args))
+            measure_server(settings.vllm_url, settings, model_dir, args.adapter_name or ADAPTER_NAME, args, row, with_lora)
+        except Exception as exc:  # noqa: BLE001 - a configuration that breaks is a finding; the next one still runs
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"{label}: {row['error']}", flush=True)
         finally:
             if server is not None:
                 server.stop()

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from serving.gpu_memory import ModelShape, run_need
 from training.config import TrainConfig
 from training.dpo import train_dpo
 from training.evaluation import score_versions
+from training.launcher import ALLOCATOR_CONF
 from training.snapshots import split_records, with_system_prompt
 from training.synthetic import synthetic_pairs
 
@@ -39,7 +42,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "var" / "models" / "SmolLM2-135M-Instruct"
 SYSTEM_PROMPT = "You are a helpful assistant for an engineering team. Answer concisely."
 VARIANTS = {"lora": {}, "qlora": {"qlora": True}, "lora-fp32": {"bf16": False},
-            "lora-liger": {"liger_kernels": True}, "qlora-liger": {"qlora": True, "liger_kernels": True}}
+            "lora-liger": {"liger_kernels": True}, "qlora-liger": {"qlora": True, "liger_kernels": True},
+            # the same 4 pairs a step as 2 micro-batches of 2 (half the activations at once)
+            "qlora-micro2": {"qlora": True, "batch_size": 2, "gradient_accumulation_steps": 2},
+            "qlora-cached-blocks": {"qlora": True}}
+# Environment of a variant's fresh process beyond the run's own (training/launcher.py: expandable segments).
+VARIANT_ENV = {"qlora-cached-blocks": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}}
 H200_BF16_TFLOPS = 989.4  # dense bf16 peak of an H100/H200 SXM (datasheet)
 FILLER = ("The service writes its logs to the usual place and the team reads them during the incident review. "
           "Each step of the runbook names the command, the expected output and who to call when it differs. ")
@@ -118,15 +126,52 @@ def run_variant(name: str, cfg: TrainConfig, model_dir: Path, train: list[dict],
     return row
 
 
+def gpu_processes() -> dict[int, int]:
+    """MiB of GPU memory per process, as the driver counts it (CUDA context and allocator cache included)."""
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, check=True).stdout
+    return {int(pid): int(mib) for pid, mib in (line.split(",") for line in out.strip().splitlines() if line.strip())}
+
+
+class MemorySampler(threading.Thread):
+    """Peak GPU memory of every process, sampled every `every_s` until stopped; `phase`, set by the caller,
+    says what was going on (peaks are also kept per process and phase)."""
+
+    def __init__(self, every_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.every_s, self.phase, self._stop_event = every_s, "", threading.Event()
+        self.peaks: dict[int, int] = {}
+        self.phase_peaks: dict[int, dict[str, int]] = {}
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every_s):
+            for pid, mib in gpu_processes().items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0), mib)
+                by_phase = self.phase_peaks.setdefault(pid, {})
+                by_phase[self.phase] = max(by_phase.get(self.phase, 0), mib)
+
+    def stop(self) -> dict[int, int]:
+        self._stop_event.set()
+        self.join()
+        return self.peaks
+
+
 def in_fresh_process(name: str, argv: list[str]) -> dict:
-    """One variant in a child process (same arguments), so its peak memory is its own."""
+    """One variant in a child process (same arguments), so its peak memory is its own; the driver's count of
+    the whole process (CUDA context included) is sampled from outside."""
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": ALLOCATOR_CONF, **VARIANT_ENV.get(name, {})}
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         child = [sys.executable, "-m", "bench.training", *without(argv, "--variants", "--out"),
                  "--variants", name, "--out", out.name, "--same-process"]
-        done = subprocess.run(child, cwd=REPO)
-        if done.returncode != 0:
-            return {"variant": name, "error": f"exit code {done.returncode} (output above)"}
-        return json.loads(Path(out.name).read_text())[0]
+        sampler = MemorySampler()
+        sampler.start()
+        process = subprocess.Popen(child, cwd=REPO, env=env)
+        returncode = process.wait()
+        process_peak = sampler.stop().get(process.pid)
+        if returncode != 0:
+            return {"variant": name, "error": f"exit code {returncode} (output above)"}
+        return {**json.loads(Path(out.name).read_text())[0], "process_peak_mib": process_peak,
+                "allocator": env["PYTORCH_CUDA_ALLOC_CONF"]}
 
 
 def without(argv: list[str], *options: str) -> list[str]:
@@ -144,16 +189,16 @@ def without(argv: list[str], *options: str) -> list[str]:
 def print_table(rows: list[dict]) -> None:
     first = next(r for r in rows if "error" not in r)
     mem = lambda r: r["peak_memory_mb"].get("reserved", r["peak_memory_mb"].get("rss"))  # noqa: E731
-    print(f"{'variant':<12} {'steps':>5} {'train s':>8} {'tok/s':>9} {'x tok/s':>8} {'MFU':>6} {'peak MB':>9} "
-          f"{'with eval':>9} {'lik before':>10} {'lik after':>9} {'reward acc':>10}")
+    print(f"{'variant':<20} {'steps':>5} {'train s':>8} {'tok/s':>9} {'x tok/s':>8} {'MFU':>6} {'peak MB':>9} "
+          f"{'process':>8} {'with eval':>9} {'lik before':>10} {'lik after':>9} {'reward acc':>10}")
     for row in rows:
         if "error" in row:
-            print(f"{row['variant']:<12} {row['error']}")
+            print(f"{row['variant']:<20} {row['error']}")
             continue
         speed = (row["tokens_per_s"] or 0) / (first["tokens_per_s"] or 1)
         with_eval = row.get("peak_memory_with_eval_mb", {})
-        print(f"{row['variant']:<12} {row['steps']:>5} {row['train_s']:>8.1f} {row['tokens_per_s'] or 0:>9.1f} "
-              f"{speed:>8.2f} {row.get('mfu', float('nan')):>6.3f} {mem(row):>9.0f} "
+        print(f"{row['variant']:<20} {row['steps']:>5} {row['train_s']:>8.1f} {row['tokens_per_s'] or 0:>9.1f} "
+              f"{speed:>8.2f} {row.get('mfu', float('nan')):>6.3f} {mem(row):>9.0f} {row.get('process_peak_mib') or 0:>8} "
               f"{with_eval.get('reserved', with_eval.get('rss', float('nan'))):>9.0f} "
               f"{row.get('likelihood_accuracy_before', float('nan')):>10.3f} "
               f"{row.get('likelihood_accuracy_after', float('nan')):>9.3f} {row.get('reward_accuracy_after', float('nan')):>10.3f}")

@@ -19,7 +19,7 @@ def test_several_processes_go_through_accelerate_launch_with_the_same_entry_poin
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[3:7] == ["--num_processes", "2", "--mixed_precision", "bf16"]
     assert command[7:] == ["-m", "flywheel", "train", "run", "7", "--log-file", "run-7.log"]
-    assert gpu_env(settings) == {}  # accelerate hands each process its own GPU
+    assert "CUDA_VISIBLE_DEVICES" not in gpu_env(settings)  # accelerate hands each process its own GPU
 
 
 def test_one_process_sees_exactly_one_gpu(tmp_path, monkeypatch):
@@ -28,11 +28,19 @@ def test_one_process_sees_exactly_one_gpu(tmp_path, monkeypatch):
     settings = load_settings(home=tmp_path)
     assert run_command(settings, 3, Path("l"))[1:3] == ["-m", "flywheel"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert gpu_env(settings) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert gpu_env(settings)["CUDA_VISIBLE_DEVICES"] == "0"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert gpu_env(settings) == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert gpu_env(settings)["CUDA_VISIBLE_DEVICES"] == "2"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert gpu_env(settings) == {"CUDA_VISIBLE_DEVICES": ""}
+    assert gpu_env(settings)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_runs_use_expandable_segments_unless_the_operator_chose_otherwise(tmp_path, monkeypatch):
+    settings = load_settings(home=tmp_path)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert gpu_env(settings)["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert gpu_env(settings)["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
 
 
 FSDP_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "accelerate" / "fsdp.yaml"

@@ -71,6 +71,13 @@ def encode(tokenizer, prompt: list[dict], completion: str, max_length: int) -> t
     return ids, min(prompt_len, len(ids))
 
 
+def token_log_probs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids[t+1] | ids[..t]) for one sequence, in fp32 one row at a time: the whole batch's fp32
+    log-softmax over the vocabulary would take 8 x 1,024 x 49,152 x 4 bytes twice (3 GiB) on an 8B model."""
+    logits = logits[:-1].float()
+    return logits.gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 @torch.no_grad()
 def sequence_logps(model, tokenizer, items: list[tuple[list[int], int]], batch_size: int, progress) -> tuple:
     sums, counts = [], []
@@ -85,9 +92,9 @@ def sequence_logps(model, tokenizer, items: list[tuple[list[int], int]], batch_s
             input_ids[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
             completion[row, prompt_len : len(ids)] = True
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logps = torch.log_softmax(logits[:, :-1], dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        token_logps = torch.stack([token_log_probs(row_logits, row_ids) for row_logits, row_ids
+                                   in zip(logits, input_ids.to(device))]).cpu()
         scored = completion[:, 1:]
         sums.append((token_logps * scored).sum(dim=1))
         counts.append(scored.sum(dim=1))

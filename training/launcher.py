@@ -22,6 +22,9 @@ from training.config import TrainConfig
 # Training is batch work: when it shares the cores with the bot, the dashboard and vLLM (nice 5 on the CPU,
 # serving/engine.py), they come first, and it still gets every cycle they leave.
 TRAINING_NICE = 10
+# PyTorch's allocator grows segments instead of caching whole blocks: a run beside vLLM holds what it uses
+# (measured in the README's training figures).
+ALLOCATOR_CONF = "expandable_segments:True"
 
 
 def settings_env(settings) -> dict[str, str]:
@@ -50,9 +53,10 @@ def run_command(settings, run_id: int, log_path: Path) -> list[str]:
 def gpu_env(settings) -> dict[str, str]:
     """One process sees one GPU: with several visible, Trainer wraps the model in nn.DataParallel, which
     TRL's trainers refuse. Several GPUs are used through `accelerate launch` (train_processes > 1)."""
+    allocator = {"PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_CONF)}
     if settings.train_processes > 1:
-        return {}
-    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
+        return allocator
+    return {**allocator, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
 
 
 def spawn_run(settings, run_id: int, env: dict[str, str] | None = None) -> subprocess.Popen:
