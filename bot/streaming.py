@@ -41,43 +41,59 @@ class ChannelPacer:
 
     A write happens inside a turn (`with pacer.turn(channel)`); the channel's next turn starts `interval_s`
     after the write has returned, so even a slow call keeps the writes apart by the interval. `before_turn`
-    runs before a turn is taken (the bot yields to a burst of acks there)."""
+    runs before a turn is taken (the bot yields to a burst of acks there).
+
+    First words come first: an answer that has shown nothing yet claims the channel's next free turn, and
+    updates of answers already under way skip it. Otherwise the answers being streamed there, which try on
+    every token, win most turns, and a person whose answer started second saw nothing for seconds (p99 3.6 s
+    with two answers a channel, bench/slack_load.py). A claim lapses an interval after its last try, so an
+    answer that stops trying (finished, failed) holds nobody back."""
 
     def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, before_turn: Callable[[], None] = lambda: None):
         self._interval, self._clock, self._sleep, self._before_turn = interval_s, clock, sleep, before_turn
-        self._channels: dict[str, tuple[threading.Lock, list[float]]] = {}  # lock, [when the next turn starts]
+        # lock, [when the next turn starts, until when first words claim the next free turn]
+        self._channels: dict[str, tuple[threading.Lock, list[float]]] = {}
         self._lock = threading.Lock()
 
     @contextmanager
-    def turn(self, channel: str, *, wait: bool = True) -> Iterator[bool]:
+    def turn(self, channel: str, *, wait: bool = True, first_words: bool = False) -> Iterator[bool]:
         """Yields True inside the channel's turn: at once or after waiting for it, first come first served.
         With `wait=False` (an update that may be skipped: its text goes out with the next one) it yields
-        False at once when the turn is not free now."""
+        False at once when the turn is not free now, or when it is an update (not `first_words`) and an
+        answer's first words claim the turn."""
         self._before_turn()
-        lock, next_turn = self._channel(channel)
+        lock, times = self._channel(channel)
         if not lock.acquire(blocking=wait):
+            self._claim(times, first_words)
             yield False
             return
         try:
-            delay = next_turn[0] - self._clock()
-            if delay > 0 and not wait:
+            now = self._clock()
+            if not wait and (times[0] > now or (not first_words and times[1] > now)):
+                self._claim(times, first_words)
                 yield False
                 return
-            if delay > 0:
-                self._sleep(delay)
+            if times[0] > now:
+                self._sleep(times[0] - now)
+            if first_words:
+                times[1] = 0.0  # claimed turn taken: other first words claim again at their next try
             yield True
-            next_turn[0] = self._clock() + self._interval
+            times[0] = self._clock() + self._interval
         finally:
             lock.release()
+
+    def _claim(self, times: list[float], first_words: bool) -> None:
+        if first_words:
+            times[1] = max(times[1], self._clock() + self._interval)
 
     def _channel(self, channel: str) -> tuple[threading.Lock, list[float]]:
         with self._lock:
             if channel not in self._channels:
                 if len(self._channels) > MAX_CHANNELS:  # forget channels whose next turn has come
                     now = self._clock()
-                    self._channels = {c: v for c, v in self._channels.items() if v[1][0] > now or v[0].locked()}
-                self._channels[channel] = (threading.Lock(), [0.0])
+                    self._channels = {c: v for c, v in self._channels.items() if max(v[1]) > now or v[0].locked()}
+                self._channels[channel] = (threading.Lock(), [0.0, 0.0])
             return self._channels[channel]
 
 
@@ -187,13 +203,14 @@ class AnswerStream:
         self._channel, self._pacer, self._stream = channel_id, pacer, stream  # stream False: shown when finished
         self._shown = ""  # in the current message
         self._pending = ""  # not shown yet
+        self._started = False  # any text of this answer shown
 
     def write(self, piece: str) -> None:
         self._pending += piece
         if not self._shown:
             self._pending = self._pending.lstrip()
         if self._stream and self._pending.strip():
-            with self._pacer.turn(self._channel, wait=False) as mine:
+            with self._pacer.turn(self._channel, wait=False, first_words=not self._started) as mine:
                 if mine:
                     self._show()
 
@@ -227,7 +244,7 @@ class AnswerStream:
             ready = ready[:max(ready.rfind(" "), ready.rfind("\n"), 0)].rstrip()
         if ready:
             self._send(lambda writer: writer.add(self._shown + ready, ready))
-            self._shown += ready
+            self._shown, self._started = self._shown + ready, True
             self._pending = self._pending[len(ready):]
 
     def _over_a_message(self) -> bool:
@@ -239,7 +256,7 @@ class AnswerStream:
         if not head and not self._shown:  # one unbroken run longer than a message: cut it anywhere
             head, rest = self._pending[:room], self._pending[room:]
         self._send(lambda writer: writer.close(self._shown + head, head, []))
-        self._shown, self._pending = "", rest
+        self._shown, self._pending, self._started = "", rest, True
 
     def _send(self, call: Callable[[Writer], Any]) -> Any:
         try:

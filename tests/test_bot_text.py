@@ -116,6 +116,33 @@ def test_answers_in_one_channel_share_its_pace_and_a_turn_starts_an_interval_aft
         assert time_.now == 2.5
 
 
+def test_an_answers_first_words_take_the_channels_next_turn_before_updates_of_answers_under_way():
+    time_ = FakeTime()
+    pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=time_.sleep)
+    with pacer.turn("C1", wait=False) as mine:
+        assert mine  # answer A's update at 0 s
+    time_.now = 0.5
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert not mine  # answer B's first words: the turn is not free yet; B claims the next one
+    time_.now = 1.0
+    with pacer.turn("C1", wait=False) as mine:
+        assert not mine  # A tries first when the turn frees, and leaves it to B
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert mine
+    time_.now = 2.0
+    with pacer.turn("C1", wait=False) as mine:
+        assert mine  # B has started: A's updates go on, one a turn
+    time_.now = 3.0
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert mine  # free turn
+    time_.now = 3.5
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert not mine  # C claims at 3.5 ...
+    time_.now = 5.0
+    with pacer.turn("C1", wait=False) as mine:
+        assert mine  # ... and stopped trying (finished another way): the claim lapsed an interval later
+
+
 def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():
     text = (
         "Write to jane.doe@example.com or +49 (30) 1234-5678; my token is xoxb-1234567890-abcdefghij "
