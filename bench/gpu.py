@@ -118,7 +118,7 @@ def loop(session: Session, model_dir: Path, args) -> None:
             too_big = {"qlora": False, "batch_size": 64, "max_length": 8192}
             session.phase("refused run", 30, lambda: refused_run(settings, too_big))
         if "slack load" not in args.skip:
-            session.phase("slack load", 120, lambda: slack_load(url, session, args.slack_load_s))
+            session.phase("slack load", 120, lambda: slack_load(url, session, args.slack_users, args.slack_load_s))
     finally:
         serve.send_signal(signal.SIGTERM)
         session.summary["flywheel serve"]["exit_code"] = serve.wait(60)
@@ -129,12 +129,12 @@ def loop(session: Session, model_dir: Path, args) -> None:
         training_session(session, model_dir, args)
 
 
-def slack_load(url: str, session: Session, budget_s: float) -> dict:
+def slack_load(url: str, session: Session, users: str, budget_s: float) -> dict:
     """bench.slack_load against this vLLM (the bot asks it like any Slack question; 64 answers at once, the
-    server's sequences), 100 then 300 people over HTTP, then Socket Mode, one channel each; its JSON is
+    server's sequences), each number of `users` over HTTP and Socket Mode, one channel each; its JSON is
     rewritten after every run, so what finishes within `budget_s` is kept."""
     target = session.out / "slack-load.json"
-    command = [sys.executable, "-m", "bench.slack_load", "--users", "100,300", "--mode", "http,socket", "--model", "vllm",
+    command = [sys.executable, "-m", "bench.slack_load", "--users", users, "--mode", "http,socket", "--model", "vllm",
                "--vllm-url", url, "--capacity", "64", "--channels", "300", "--out", str(target)]
     try:
         subprocess.run(command, cwd=REPO, timeout=min(budget_s, max(session.deadline - time.monotonic() - 20, 30)))
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                         help="serving session: TTFT with the prefix cache used vs bypassed")
     parser.add_argument("--slack-load-s", type=float, default=200, help="loop session: seconds for the Slack burst")
+    parser.add_argument("--slack-users", default="100,300", help="loop session: people at once in the Slack burst")
     parser.add_argument("--lora-servers", default="all", help="serving session: the servers that measure LoRA overhead")
     parser.add_argument("--training-variants", default="lora,qlora,lora-liger", help="bench.training variants")
     args = parser.parse_args()

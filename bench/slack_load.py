@@ -16,8 +16,8 @@ at once, `--standin-tokens` words at `--standin-delay-s` each), so the bot is wh
 own maximum in answers per minute is measured the same way for both models (its answers fired straight at
 it, at its capacity) and printed beside the bot's.
 
-Reported per run: ack latency p50 / p99 / max (questions and votes; over HTTP beside the same burst sent to a
-server that does nothing, this harness's floor on this machine), time to the first visible reply (the
+Reported per run: ack latency p50 / p99 / max (questions, the first burst's alone, and votes; over HTTP
+beside the same burst sent to a server that does nothing, this harness's floor on this machine), time to the first visible reply (the
 queued notice or the first words) and to the first words, answers completed per minute against the
 model's maximum, questions / votes / better answers lost (acked but not stored, or stored and never
 answered nor refused with a notice), duplicate answers, message updates per second per channel (the most
@@ -429,6 +429,8 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
         result = {
             "users": users, "mode": mode, "channels": args.channels,
             "ack_questions_s": summary([s.latency_s for s in asked if s.latency_s is not None]),
+            # the first burst alone: every question in the same instant, nothing else under way yet
+            "ack_first_burst_s": summary([s.latency_s for s in asked_first if s.latency_s is not None]),
             **({"ack_do_nothing_server_s": harness_floor(users)} if mode == "http" else {}),
             "ack_votes_s": summary([s.latency_s for s in voted if s.latency_s is not None]),
             "acks_not_200": sum(s.status != 200 for s in asked + voted + better_sent),
