@@ -6,6 +6,7 @@ step metrics, evaluation and artifacts are checked in test_observability_stack.p
 from __future__ import annotations
 
 import json
+import sys
 import logging
 
 import pytest
@@ -107,3 +108,20 @@ def test_tracking_turned_off_creates_no_store(settings, engine_of):
     tracker.log_step(1, {"loss": 0.5})
     mirror_registry(off, engine_of)
     assert tracker.client is None and not settings.mlflow_dir.exists()
+
+
+def test_a_machine_without_mlflow_trains_untracked(settings, engine_of, tmp_path, monkeypatch, caplog):
+    """Found on the GPU machine: a run whose tracker was off still imported mlflow at its first logged step,
+    and the run failed there."""
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    run_id = finished_run(engine_of)
+    with caplog.at_level(logging.WARNING, logger="flywheel.tracking"):
+        tracker = start_tracking(settings, engine_of, run_id)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    tracker.log_step(1, {"loss": 0.5})
+    publish(settings, engine_of, run_id, adapter, tracker)
+    tracker.end("FINISHED")
+    assert tracker.client is None and f"run {run_id} is not tracked" in caplog.text

@@ -113,28 +113,38 @@ class RunTracker:
 
         return tracked
 
+    # mlflow is imported inside the calls: a tracker without a client (MLflow off, or not installed) does nothing.
     def log_params(self, summary: RunSummary) -> None:
-        from mlflow.entities import Param
+        def log() -> None:
+            from mlflow.entities import Param
 
-        params = [Param(name, value) for name, value in run_params(summary).items()]
-        self._call("logging the parameters", lambda: self.client.log_batch(self.run_id, params=params))
+            params = [Param(name, value) for name, value in run_params(summary).items()]
+            self.client.log_batch(self.run_id, params=params)
+
+        self._call("logging the parameters", log)
 
     def log_step(self, step: int, values: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
+        def log() -> None:
+            from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
-        self._call("logging step metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+            now = int(time.time() * 1000)
+            metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+        self._call("logging step metrics", log)
 
     def publish(self, summary: RunSummary, adapter_dir: Path, model_name: str) -> None:
         """The evaluation and the gate's decision, the adapter with its card, and the version it registered."""
-        from mlflow.entities import Metric, RunTag
+        def log() -> None:
+            from mlflow.entities import Metric, RunTag
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, value, now, 0) for name, value in evaluation_metrics(summary).items()]
-        tags = [RunTag("flywheel.gate", str(summary.eval_metrics.get("gate", ""))),
-                RunTag(VERSION_TAG, summary.version or "not registered")]
-        self._call("logging the evaluation", lambda: self.client.log_batch(self.run_id, metrics=metrics, tags=tags))
+            now = int(time.time() * 1000)
+            metrics = [Metric(name, value, now, 0) for name, value in evaluation_metrics(summary).items()]
+            tags = [RunTag("flywheel.gate", str(summary.eval_metrics.get("gate", ""))),
+                    RunTag(VERSION_TAG, summary.version or "not registered")]
+            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+
+        self._call("logging the evaluation", log)
         self._call("logging the adapter", lambda: self.client.log_artifacts(self.run_id, str(adapter_dir),
                                                                             ADAPTER_ARTIFACTS))
         if summary.version is not None:
