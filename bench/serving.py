@@ -352,7 +352,7 @@ def add_transformers(report: dict, model_dir: Path, prompts, args: argparse.Name
 def server_settings(base, label: str, url: str | None):
     """The base settings with configuration `label`, on `url` or a free port of this machine."""
     port = free_port()
-    return base.model_copy(update={**SERVERS[label], "vllm_port": port,
+    return base.model_copy(update={**SERVERS[label], "vllm_port": port, "stream_chunk_tokens": 1,  # every token timed
                                    "vllm_url": url or f"http://{base.vllm_host}:{port}"})
 
 

@@ -351,15 +351,16 @@ def peak_rss_mb(pid: int) -> float:
 # --- the parts ------------------------------------------------------------------------------------
 
 
-def start_bot(mode: str, model_url: str, capacity: int, max_tokens: int, db_url: str, home: Path,
-              stub: SlackStub, socket: SocketModeStub | None) -> tuple[subprocess.Popen, str]:
+def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: SlackStub,
+              socket: SocketModeStub | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "SLACK_"))}
     env.update({
         "FLYWHEEL_HOME": str(home), "FLYWHEEL_DATABASE_URL": db_url, "FLYWHEEL_VLLM_URL": model_url,
         "FLYWHEEL_BOT_MODE": mode, "FLYWHEEL_BOT_PORT": str(port), "FLYWHEEL_SLACK_API_URL": stub.url,
         "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_APP_TOKEN": APP_TOKEN,
-        "FLYWHEEL_VLLM_MAX_NUM_SEQS": str(capacity), "FLYWHEEL_MAX_ANSWER_TOKENS": str(max_tokens),
+        "FLYWHEEL_VLLM_MAX_NUM_SEQS": str(args.capacity), "FLYWHEEL_MAX_ANSWER_TOKENS": str(args.max_tokens),
+        "FLYWHEEL_STREAM_CHUNK_TOKENS": str(args.stream_chunk_tokens),
         "FLYWHEEL_RATE_LIMIT_PER_MINUTE": "100000", "FLYWHEEL_REQUEST_TIMEOUT_S": "600",
         "FLYWHEEL_ANSWER_QUEUE_SIZE": "10000",
     })
@@ -407,7 +408,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
     upgrade(db_url)
     socket = SocketModeStub().__enter__() if mode == "socket" else None
     stub = SlackStub(TOKEN, app_token=APP_TOKEN, socket_url=socket.url if socket else None).__enter__()
-    bot, url = start_bot(mode, model_url, args.capacity, args.max_tokens, db_url, home, stub, socket)
+    bot, url = start_bot(mode, model_url, args, db_url, home, stub, socket)
     run = Run(users, mode, args.channels, stub, socket, bot, url, make_engine(db_url))
     try:
         first = questions(run, 1)
@@ -496,6 +497,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--capacity", type=int, default=8,
                         help="Answers at once: the bot's workers and vLLM's --max-num-seqs (default 8).")
     parser.add_argument("--max-tokens", type=int, default=30, help="Most tokens per answer.")
+    parser.add_argument("--stream-chunk-tokens", type=int, default=16,
+                        help="Tokens in each streamed chunk the bot asks for (1: a chunk per token, as vLLM 0.26 sends).")
     parser.add_argument("--channels", type=int, default=10, help="Channels the users are spread over.")
     parser.add_argument("--better-share", type=float, default=0.2, help="Share of voters who write a better answer.")
     parser.add_argument("--standin-concurrency", type=int, default=8)
@@ -515,7 +518,8 @@ def main() -> None:
                   (None, args.vllm_url.rstrip("/")) if args.vllm_url else start_vllm(args, workdir))
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text()},
-               "model": {"kind": args.model, "capacity": args.capacity, "max_tokens": args.max_tokens},
+               "model": {"kind": args.model, "capacity": args.capacity, "max_tokens": args.max_tokens,
+                         "stream_chunk_tokens": args.stream_chunk_tokens},
                "runs": []}
     try:
         results["model"]["answers_per_minute"] = round(model_answers_per_minute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import os
 import shlex
 import signal
@@ -56,6 +57,13 @@ def lora_target_modules(settings: Settings) -> list[str]:
     return sorted({PACKED_MODULES.get(name, name) for name in settings.target_modules})
 
 
+def takes_stream_interval_per_request() -> bool:
+    """Whether this vLLM reads `stream_interval` from a request (vllm#49754; 0.32 does, 0.26 — the CUDA build
+    that torch 2.11 pins — does not). Read from its source, not imported: importing vLLM takes seconds."""
+    spec = importlib.util.find_spec("vllm.sampling_params")
+    return spec is not None and "stream_interval" in Path(spec.origin).read_text()
+
+
 def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool, gpu_share: float | None = None) -> list[str]:
     """The server's command line; on CUDA, `gpu_share` is its GPU memory share (serving.gpu_memory.vllm_share)."""
     command = [
@@ -71,6 +79,10 @@ def vllm_command(settings: Settings, model_dir: Path, *, cuda: bool, gpu_share: 
         "--max-num-seqs", str(settings.vllm_max_num_seqs),
         "--lora-target-modules", *lora_target_modules(settings),
     ]
+    if not takes_stream_interval_per_request():
+        # Then it sends every token as its own chunk whatever the request asks (serving.client asks for chunks of
+        # stream_chunk_tokens): the server's setting stands in. bench.serving, which times each token, sets 1.
+        command += ["--stream-interval", str(settings.stream_chunk_tokens)]
     if cuda:
         command += [
             "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),

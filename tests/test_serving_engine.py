@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flywheel.settings import load_settings
+from serving import engine
 from serving.engine import lora_target_modules, vllm_command, vllm_env
 from serving.gpu_memory import vllm_share
 from serving.routing import user_bucket
@@ -33,6 +34,14 @@ def test_cuda_command_has_tensor_parallel_and_memory_share(tmp_path):
     joined = " ".join(vllm_command(settings, Path("m"), cuda=True, gpu_share=vllm_share(settings, Path("m")).share))
     assert "--tensor-parallel-size 2" in joined and "--gpu-memory-utilization 0.5" in joined
     assert "--enable-lora" in joined and "--lora-target-modules o_proj qkv_proj" in joined
+
+
+def test_a_vllm_that_streams_every_token_gets_the_chunk_size_as_its_server_setting(tmp_path, monkeypatch):
+    settings = load_settings(home=tmp_path, stream_chunk_tokens=12)
+    assert engine.takes_stream_interval_per_request()  # the pinned CPU build (0.32) reads it from each request
+    assert "--stream-interval" not in vllm_command(settings, Path("m"), cuda=False)
+    monkeypatch.setattr(engine, "takes_stream_interval_per_request", lambda: False)  # as vLLM 0.26 (CUDA)
+    assert "--stream-interval 12" in " ".join(vllm_command(settings, Path("m"), cuda=False))
 
 
 def test_lora_targets_use_vllm_fused_module_names(tmp_path):
