@@ -19,7 +19,7 @@ HELP = """Run one turn of the loop on a fresh demo database (HOME/demo unless --
 
 A chat-ops team asks the real model 30 questions and gives feedback (votes, the exact command as a better answer); a reviewer approves the pairs; one DPO run (18 steps) trains in its own process; the candidate is promoted and vLLM serves it without a restart; 6 held-out questions, never trained on, are answered before and after.
 
-It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Measured on 2 CPU cores (AMD EPYC): 4 min 22 s on an otherwise quiet machine (load 0.2 at the start; vLLM start 39 s, asking 72 s, training run 129 s, answers after 18 s); 7 min 10 s while a training test ran beside it (load 3-4; training run 306 s). On an H200 with an 8B-class model (--base-model, QLoRA): 2 min (vLLM start 74 s, asking 2 s, training run 43 s).
+It borrows the vLLM at FLYWHEEL_VLLM_URL if that one serves no adapters, else starts its own and stops it at the end. Measured on 2 CPU cores (AMD EPYC): 2 min 47 s on an otherwise quiet machine (2026-12-04; an earlier version of the demo took 4 min 22 s there, and 7 min 10 s while a training test ran beside it). On an H200 with an 8B-class model (--base-model, QLoRA): 2 min (vLLM start 74 s, asking 2 s, training run 43 s).
 """
 
 
