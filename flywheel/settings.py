@@ -137,10 +137,15 @@ class Settings(BaseSettings):
     )
     train_processes: int = Field(1, ge=1, description="Training processes (GPUs); above 1 runs use `accelerate launch`.")
     train_launch_args: str = Field("", description="Extra `accelerate launch` arguments (e.g. an FSDP config file).")
-    gate_metric: Literal["reward_accuracy", "key_content_share", "rouge_l"] = Field(
+    gate_metric: Literal["reward_accuracy", "key_content_share", "rouge_l", "judge_win_rate"] = Field(
         "reward_accuracy", description="The held-out metric a candidate must beat the active version on: preference "
-        "accuracy (log-probs), or from its greedy answers the share saying the chosen answer's key content, or ROUGE-L.",
+        "accuracy (log-probs), or from its greedy answers the share saying the chosen answer's key content, ROUGE-L, "
+        "or the LLM judge's win rate (needs FLYWHEEL_JUDGE_URL; the active version counts 1 minus it).",
     )
+    judge_url: str = Field("", description="An OpenAI-compatible endpoint (…/v1) whose model compares the candidate's "
+                           "and the active version's held-out answers in every run; empty: no judge.")
+    judge_model: str = Field("", description="The judge's model name; empty: the first the endpoint lists.")
+    judge_api_key: SecretStr | None = Field(None, description="The judge endpoint's API key, if it wants one.")
     gate_margin: float = Field(0.0, description="What a candidate must add over the active one on gate_metric.")
     gate_max_knowledge_drop: float = Field(
         0.1, ge=0, le=1, description="How much of the shipped general-knowledge questions (training/"
@@ -192,6 +197,8 @@ class Settings(BaseSettings):
             self.vllm_url = f"http://{self.vllm_host}:{self.vllm_port}"
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{(self.mlflow_dir / 'mlflow.db').as_posix()}"
+        if self.gate_metric == "judge_win_rate" and not self.judge_url:
+            raise ValueError("FLYWHEEL_GATE_METRIC=judge_win_rate needs a judge: set FLYWHEEL_JUDGE_URL")
         return self
 
     def __repr_args__(self):
@@ -246,7 +253,10 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             variable = field if field.startswith(("SLACK_", "FLYWHEEL_")) else f"FLYWHEEL_{field.upper()}"
             problems.append(f"{variable}: {err['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 # What a version is judged by (training/evaluation.py), in the order reports show it: CLI, demo, model card.
 REPORTED = ("reward_accuracy", "reward_margin", "likelihood_accuracy", "chosen_perplexity", "key_content_share",
-            "rouge_l", "mean_answer_chars", "general_knowledge")
+            "rouge_l", "mean_answer_chars", "general_knowledge", "judge_win_rate")
 LABELS = {"reward_accuracy": "held-out preference accuracy",
           "key_content_share": "held-out answers saying the chosen answer's key content",
-          "rouge_l": "held-out answers' ROUGE-L against the chosen answers"}
+          "rouge_l": "held-out answers' ROUGE-L against the chosen answers",
+          "judge_win_rate": "the LLM judge's win rate (both orders)"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_n
             f"forgets what {incumbent_name} knew: general-knowledge questions answered right "
             f"{candidate['general_knowledge']:.3f} vs {incumbent['general_knowledge']:.3f} "
             f"(drop {drop:.3f}, allowed {max_knowledge_drop:.3f})"))
+    if metric not in candidate or metric not in incumbent:
+        why = candidate.get("judge_error", "not measured")
+        return GateDecision(False, f"cannot compare {LABELS[metric]} with {incumbent_name}: {why}")
     gain = candidate[metric] - incumbent[metric]
     summary = (
         f"{LABELS[metric]} {candidate[metric]:.3f} vs {incumbent_name} {incumbent[metric]:.3f} "

@@ -28,6 +28,7 @@ from training.config import TrainConfig
 from training.dpo import train_dpo
 from training.evaluation import BASE, score_versions, side_by_side
 from training.gate import decide
+from training.judge import judge_versions
 from training.modeling import require_gpu_room
 from training.model_card import write_model_card
 from training.regression import answer_regression_prompts
@@ -124,11 +125,13 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
     name, path = incumbent(engine)
     adapters = {name: Path(path) if path else None, CANDIDATE: result.adapter_path}
     scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config, eval_heartbeat(engine, run_id))
-    decision = decide(scores[CANDIDATE], scores[name], name, settings.gate_margin, settings.gate_metric,
-                      settings.gate_max_knowledge_drop)
-    log.info("run %s gate: %s", run_id, decision.reason)
     candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
     answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
+    judged_candidate, judged_incumbent = judge_versions(settings, answers)
+    candidate, incumbent_scores = candidate | judged_candidate, incumbent_scores | judged_incumbent
+    decision = decide(candidate, incumbent_scores, name, settings.gate_margin, settings.gate_metric,
+                      settings.gate_max_knowledge_drop)
+    log.info("run %s gate: %s", run_id, decision.reason)
     metrics = {**candidate, "compared_with": name, "incumbent": incumbent_scores, "gate": decision.reason,
                "steps": result.steps, "tokens_per_s": result.tokens_per_s, "held_out_answers": answers}
     with session_scope(engine) as session:

@@ -97,7 +97,7 @@ def evaluate(
         raise fail(str(exc)) from None
     names = {"reward_accuracy": "preference_accuracy"}  # the name a team reads in the dashboard
     lines = [f"version: {version}", f"pairs: {scores['pairs']}", f"key_content_pairs: {scores['key_content_pairs']}"]
-    lines += [f"{names.get(key, key)}: {scores[key]:.4f}" for key in REPORTED]
+    lines += [f"{names.get(key, key)}: {scores[key]:.4f}" for key in REPORTED if key in scores]
     typer.echo("\n".join(lines))
 
 
