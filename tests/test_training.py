@@ -48,7 +48,9 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, base_model_dir, vllm_server):
     home = tmp_path_factory.mktemp("training")
-    settings, engine = training_database(home, base_model_path=base_model_dir, vllm_url=vllm_server.url, **TRAINING)
+    # The session's vLLM also stands in for a team's LLM judge (any OpenAI-compatible endpoint).
+    settings, engine = training_database(home, base_model_path=base_model_dir, vllm_url=vllm_server.url,
+                                         judge_url=f"{vllm_server.url}/v1", **TRAINING)
     add_command_pairs(engine, 24)
     run_id = queue_dpo(engine)
     execute_run(settings, run_id, engine=engine)
@@ -84,6 +86,9 @@ def test_run_stores_step_metrics_and_beats_the_base_model(loop):
         assert metrics["mean_answer_chars"] < base["mean_answer_chars"], held_out
         # The shipped general-knowledge questions: the base model answers 11 of 20 right (measured here).
         assert base["general_knowledge"] >= 0.4 and 0 <= metrics["general_knowledge"] <= 1
+        # The judge read every held-out question in both orders; the base's win rate is the rest.
+        assert metrics["judge_comparisons"] == 2 * len(held_out) and "judge_error" not in metrics, metrics
+        assert metrics["judge_win_rate"] + base["judge_win_rate"] == pytest.approx(1.0)
         assert run.not_registered_reason is None and "beats base" in metrics["gate"]
         version = get_version_by_name(session, "v1")
         assert version.training_run_id == run.id and version.status is VersionStatus.candidate

@@ -1,0 +1,94 @@
+"""What a run teaches, method against method: one chat-ops scenario and one team's feedback, trained several
+ways on the same approved pairs and budget, each candidate judged by what it says.
+
+    python -m bench.learning                                  # dpo and dpo+sft, the bundled model, 2 CPU cores
+    python -m bench.learning --methods dpo+sft --judge-url http://gpu-box:8000/v1
+
+A fresh demo database (training/demo.py: the scenario asked to the real vLLM, the team's votes and better
+answers, the pairs approved), then one run per method through the real path (`start_run_now`: its own
+process, snapshot, training, evaluation, gate), each from the base model with the demo's training settings.
+Reported per method: the run's wall time and steps; the evaluation's figures for the candidate and the base
+on the held-out pairs (preference accuracy, chosen perplexity, and of the greedy answers the key-content
+share, ROUGE-L, mean length, general knowledge, the judge's win rate with --judge-url); and through vLLM, how
+many of the scenario's held-out question families (never asked before) the candidate answers with the exact
+command. KTO from votes alone is not a method yet (issue 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flywheel.settings import load_settings
+from serving.adapters import load_adapter
+from storage.db import get_engine, session_scope, upgrade
+from storage.registry import get_version
+from training.demo import (
+    ADMIN, answer_all, demo_settings, fresh_home, load_scenario, model_server, react_all, registered_version,
+    approve_pending, wait_for_run,
+)
+from training.launcher import start_run_now
+
+METHODS = {"dpo": {"sft_weight": 0.0}, "dpo+sft": {"sft_weight": 1.0}}
+FIGURES = ("reward_accuracy", "chosen_perplexity", "key_content_share", "rouge_l", "mean_answer_chars",
+           "general_knowledge", "judge_win_rate")
+
+
+def quiet(*_args) -> None:
+    """Progress callbacks the bench does not show."""
+
+
+def run_method(settings, engine, name: str, held_out: list, first: int) -> dict[str, Any]:
+    started = time.monotonic()
+    run_id = start_run_now(settings, ADMIN, overrides=METHODS[name])
+    status, metrics, reason, error = wait_for_run(settings, engine, run_id, quiet)
+    result = {"method": name, "overrides": METHODS[name], "run_id": run_id, "status": status.value,
+              "error": error, "gate": metrics.get("gate") or reason, "wall_s": round(time.monotonic() - started, 1),
+              "steps": metrics.get("steps"), "candidate": {k: metrics[k] for k in FIGURES if k in metrics},
+              "base": {k: v for k, v in metrics.get("incumbent", {}).items() if k in FIGURES}}
+    version = registered_version(engine, run_id)
+    if version:  # the scenario's held-out families, answered by the candidate through vLLM
+        with session_scope(engine) as session:
+            path = get_version(session, version[0]).adapter_path
+        load_adapter(settings, version[1], Path(path))
+        answers = answer_all(settings, engine, held_out, quiet, "held-out", first=first, model=version[1])
+        result["held_out_families_with_the_command"] = sum(i.answered_by(a.text) for i, (_, a) in zip(held_out, answers))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="dpo,dpo+sft", help=f"Comma-separated, of {sorted(METHODS)}.")
+    parser.add_argument("--judge-url", default="", help="An OpenAI-compatible endpoint whose model judges the answers.")
+    parser.add_argument("--home", type=Path, help="The bench's demo home (default: a new temporary folder).")
+    parser.add_argument("--out", type=Path, default=Path("bench-learning.json"))
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="flywheel-learning-"))
+    settings = demo_settings(load_settings(), home).model_copy(update={"judge_url": args.judge_url})
+    scenario = load_scenario()
+    feedback_items, held_out = [i for i in scenario if not i.held_out], [i for i in scenario if i.held_out]
+    fresh_home(home)
+    upgrade(settings.database_url)
+    engine = get_engine(settings.database_url)
+    report: dict[str, Any] = {"scenario": {"feedback_questions": len(feedback_items), "held_out": len(held_out)}}
+    with model_server(settings, quiet, print) as settings:
+        started = time.monotonic()
+        answered = answer_all(settings, engine, feedback_items + held_out, quiet, "asking")
+        before = [a for _, a in answered[len(feedback_items):]]
+        report["feedback"] = vars(react_all(engine, feedback_items, answered[:len(feedback_items)]))
+        report["approved_pairs"] = approve_pending(engine)
+        report["base_held_out_families_with_the_command"] = sum(i.answered_by(a.text) for i, a in zip(held_out, before))
+        report["feedback_s"] = round(time.monotonic() - started, 1)
+        report["methods"] = [run_method(settings, engine, name, held_out, len(scenario) * (n + 1))
+                             for n, name in enumerate(args.methods.split(","))]
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
