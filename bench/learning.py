@@ -28,8 +28,8 @@ from serving.adapters import load_adapter
 from storage.db import get_engine, session_scope, upgrade
 from storage.registry import get_version
 from training.demo import (
-    ADMIN, answer_all, demo_settings, fresh_home, load_scenario, model_server, react_all, registered_version,
-    approve_pending, wait_for_run,
+    ADMIN, answer_all, approve_pending, demo_settings, fresh_home, load_scenario, model_server, react_all,
+    registered_version, wait_for_run,
 )
 from training.launcher import start_run_now
 

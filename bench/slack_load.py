@@ -17,11 +17,11 @@ own maximum in answers per minute is measured the same way for both models (its 
 it, at its capacity) and printed beside the bot's.
 
 Reported per run: ack latency p50 / p99 / max (questions, the first burst's alone, and votes; over HTTP
-beside the same burst sent to a server that does nothing, this harness's floor on this machine), time to the first visible reply (the
-queued notice or the first words) and to the first words, answers completed per minute against the
-model's maximum, questions / votes / better answers lost (acked but not stored, or stored and never
-answered nor refused with a notice), duplicate answers, message updates per second per channel (the most
-in any one-second window), and the bot's peak memory.
+beside the same burst sent to a server that does nothing, this harness's floor on this machine), time to
+the first visible reply (the queued notice or the first words) and to the first words, answers completed
+per minute against the model's maximum, questions / votes / better answers lost (acked but not stored, or
+stored and never answered nor refused with a notice), duplicate answers, message updates per second per
+channel (the most in any one-second window), and the bot's peak memory.
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ def win_rate(settings, rows: Iterable[dict]) -> dict[str, float]:
     try:
         model = judge_model(client, settings.judge_model)
         for row in rows:
-            ask = lambda first, second: verdict(client, model, row["prompt"], row["chosen"], first, second)  # noqa: E731
-            for said, candidate_is in ((ask(row["answer"], row["incumbent_answer"]), 1),
-                                       (ask(row["incumbent_answer"], row["answer"]), 2)):
+            for first, second, candidate_is in ((row["answer"], row["incumbent_answer"], 1),
+                                                (row["incumbent_answer"], row["answer"], 2)):
+                said = verdict(client, model, row["prompt"], row["chosen"], first, second)
                 comparisons += 1
                 unclear += said is None
                 points += 0.5 if said is None else float(said == candidate_is)

@@ -113,38 +113,31 @@ class RunTracker:
 
         return tracked
 
-    # mlflow is imported inside the calls: a tracker without a client (MLflow off, or not installed) does nothing.
-    def log_params(self, summary: RunSummary) -> None:
-        def log() -> None:
-            from mlflow.entities import Param
-
-            params = [Param(name, value) for name, value in run_params(summary).items()]
-            self.client.log_batch(self.run_id, params=params)
-
-        self._call("logging the parameters", log)
-
-    def log_step(self, step: int, values: dict[str, Any]) -> None:
-        def log() -> None:
-            from mlflow.entities import Metric
+    def _log_batch(self, what: str, *, params=(), metrics=(), tags=()) -> None:
+        """One log_batch of (name, value) params and tags and (name, value, step) metrics. mlflow is imported
+        only when there is a client to send them to: with MLflow off, or not installed, nothing happens."""
+        def send() -> None:
+            from mlflow.entities import Metric, Param, RunTag
 
             now = int(time.time() * 1000)
-            metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
-            self.client.log_batch(self.run_id, metrics=metrics)
+            self.client.log_batch(self.run_id, params=[Param(name, value) for name, value in params],
+                                  metrics=[Metric(name, float(value), now, step) for name, value, step in metrics],
+                                  tags=[RunTag(name, value) for name, value in tags])
 
-        self._call("logging step metrics", log)
+        self._call(what, send)
+
+    def log_params(self, summary: RunSummary) -> None:
+        self._log_batch("logging the parameters", params=run_params(summary).items())
+
+    def log_step(self, step: int, values: dict[str, Any]) -> None:
+        self._log_batch("logging step metrics", metrics=[(name, value, step) for name, value in values.items()])
 
     def publish(self, summary: RunSummary, adapter_dir: Path, model_name: str) -> None:
         """The evaluation and the gate's decision, the adapter with its card, and the version it registered."""
-        def log() -> None:
-            from mlflow.entities import Metric, RunTag
-
-            now = int(time.time() * 1000)
-            metrics = [Metric(name, value, now, 0) for name, value in evaluation_metrics(summary).items()]
-            tags = [RunTag("flywheel.gate", str(summary.eval_metrics.get("gate", ""))),
-                    RunTag(VERSION_TAG, summary.version or "not registered")]
-            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
-
-        self._call("logging the evaluation", log)
+        self._log_batch("logging the evaluation",
+                        metrics=[(name, value, 0) for name, value in evaluation_metrics(summary).items()],
+                        tags=[("flywheel.gate", str(summary.eval_metrics.get("gate", ""))),
+                              (VERSION_TAG, summary.version or "not registered")])
         self._call("logging the adapter", lambda: self.client.log_artifacts(self.run_id, str(adapter_dir),
                                                                             ADAPTER_ARTIFACTS))
         if summary.version is not None:
