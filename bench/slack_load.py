@@ -60,6 +60,7 @@ from bot.testing.slack_api import (
 )
 from bot.http_server import LISTEN_BACKLOG
 from bot.testing.socket_mode import SocketModeStub
+from flywheel.settings import Settings
 from serving.testing import free_port
 from storage.db import make_engine, session_scope, upgrade
 from storage.models import Alternative, Feedback, Interaction, InteractionStatus
@@ -335,17 +336,35 @@ def accounting(run: Run, asked: list[Sent], voted: list[Sent], better: list[Sent
     }
 
 
+def bot_processes(pid: int) -> list[int]:
+    """`pid` and its children (the bot's processes when it runs several)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError):  # a process that ended meanwhile
+            continue
+    return [pid, *children]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the bot's processes have used so far."""
+    total = 0
+    for each in bot_processes(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The bot's processes' peak resident memory, summed."""
+    total = 0
+    for each in bot_processes(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 # --- the parts ------------------------------------------------------------------------------------
@@ -362,7 +381,7 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
         "FLYWHEEL_VLLM_MAX_NUM_SEQS": str(args.capacity), "FLYWHEEL_MAX_ANSWER_TOKENS": str(args.max_tokens),
         "FLYWHEEL_STREAM_CHUNK_TOKENS": str(args.stream_chunk_tokens),
         "FLYWHEEL_RATE_LIMIT_PER_MINUTE": "100000", "FLYWHEEL_REQUEST_TIMEOUT_S": "600",
-        "FLYWHEEL_ANSWER_QUEUE_SIZE": "10000",
+        "FLYWHEEL_ANSWER_QUEUE_SIZE": "10000", "FLYWHEEL_BOT_PROCESSES": str(args.bot_processes),
     })
     log = (home / "bot.log").open("wb")
     bot = subprocess.Popen([sys.executable, "-m", "flywheel", "bot"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -370,7 +389,7 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert bot.poll() is None, (home / "bot.log").read_text()
-        if socket is not None and socket.connected.is_set():
+        if socket is not None and socket.connection_count >= process_count(args):
             return bot, url
         if socket is None:
             try:
@@ -380,6 +399,10 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
                 pass
         time.sleep(0.2)
     raise RuntimeError("the bot did not start")
+
+
+def process_count(args) -> int:
+    return Settings(bot_processes=args.bot_processes).bot_process_count
 
 
 def model_answers_per_minute(model_url: str, count: int, capacity: int, max_tokens: int) -> float:
@@ -428,7 +451,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
         asked = asked_first + asked_second
         visible, words = reply_times(run, asked)
         result = {
-            "users": users, "mode": mode, "channels": args.channels,
+            "users": users, "mode": mode, "channels": args.channels, "bot_processes": process_count(args),
             "ack_questions_s": summary([s.latency_s for s in asked if s.latency_s is not None]),
             # the first burst alone: every question in the same instant, nothing else under way yet
             "ack_first_burst_s": summary([s.latency_s for s in asked_first if s.latency_s is not None]),
@@ -499,6 +522,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=30, help="Most tokens per answer.")
     parser.add_argument("--stream-chunk-tokens", type=int, default=16,
                         help="Tokens in each streamed chunk the bot asks for (1: a chunk per token, as vLLM 0.26 sends).")
+    parser.add_argument("--bot-processes", type=int, default=0,
+                        help="FLYWHEEL_BOT_PROCESSES for the bot (0: its default, one per core up to 8).")
     parser.add_argument("--channels", type=int, default=10, help="Channels the users are spread over.")
     parser.add_argument("--better-share", type=float, default=0.2, help="Share of voters who write a better answer.")
     parser.add_argument("--standin-concurrency", type=int, default=8)

@@ -31,8 +31,9 @@ class QueueFull(Exception):
 
 
 class AnswerQueue:
-    def __init__(self, answer: Callable[[AnswerJob], None], *, workers: int, capacity: int):
-        self._answer, self._workers, self._capacity = answer, workers, capacity
+    def __init__(self, answer: Callable[[AnswerJob], None], *, workers: int, capacity: int,
+                 on_change: Callable[[int, int], None] = lambda waiting, answering: None):
+        self._answer, self._workers, self._capacity, self._on_change = answer, workers, capacity, on_change
         self._waiting: deque[AnswerJob] = deque()
         self._queued_ids: set[int] = set()  # waiting or being answered: a second Try again is not a second answer
         self._busy = 0
@@ -53,15 +54,8 @@ class AnswerQueue:
             self._waiting.append(job)
             self._queued_ids.add(job.interaction_id)
             self._changed.notify()
+            self._on_change(len(self._waiting), self._busy)
             return max(0, len(self._waiting) - (self._workers - self._busy))
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def answering(self) -> int:
-        return self._busy
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
@@ -74,6 +68,7 @@ class AnswerQueue:
                     self._busy -= 1
                     self._queued_ids.discard(job.interaction_id)
                     self._changed.notify_all()
+                    self._on_change(len(self._waiting), self._busy)
 
     def _next(self) -> AnswerJob | None:
         with self._changed:
@@ -82,7 +77,9 @@ class AnswerQueue:
             if self._closing:
                 return None
             self._busy += 1
-            return self._waiting.popleft()
+            job = self._waiting.popleft()
+            self._on_change(len(self._waiting), self._busy)
+            return job
 
     def close(self, timeout_s: float) -> int:
         """Take no more questions, let the answers being written finish (up to `timeout_s`), and return how

@@ -1,10 +1,11 @@
-"""The answering flow. A listener stores the question before Slack is acked (`receive_question`) and puts
-it in line (`enqueue_answer`); a worker of the answer queue then reads the thread for context, asks the
-model and streams the answer into the thread (`answer_job`, bot/streaming.py), and records it once, complete.
+"""The answering flow. A listener stores the question before Slack is acked (`receive_question`); the
+process that owns its channel puts it in line (bot/question_feed.py); a worker of the answer queue then
+reads the thread for context, asks the model and streams the answer into the thread (`answer_job`,
+bot/streaming.py), and records it once, complete.
 
 A question acked is a question stored: a failed generation leaves it marked failed with Try again, a full
-queue likewise (with the reason), and one a stopped bot left unanswered is answered at the next start
-(`resume_waiting`). A redelivered event (same event id) finds the stored question and stops there.
+queue likewise (with the reason), and one a stopped bot left unanswered waits in the database for the next
+start. A redelivered event (same event id) finds the stored question and stops there.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import re
 import time
 from dataclasses import dataclass
 
-from datetime import timedelta
-
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks, metrics
-from bot.answer_queue import AnswerJob, QueueFull
+from bot.answer_queue import AnswerJob
 from bot.services import Services
 from bot.streaming import answer_stream
 from serving.client import ModelUnavailable, answer
-from storage.db import session_scope, transaction_with_retry
+from storage.db import session_scope
 from storage.interactions import (
     complete_interaction,
     fail_interaction,
@@ -33,9 +32,8 @@ from storage.interactions import (
     record_question,
     set_message_ts,
     set_prompt_messages,
-    waiting_interactions,
 )
-from storage.models import InteractionStatus, utcnow
+from storage.models import InteractionStatus
 
 log = logging.getLogger(__name__)
 
@@ -188,26 +186,7 @@ def receive_question(services: Services, question: Question) -> int | None:
             user_id=question.user_id, event_id=question.event_id, question_ts=question.ts,
         )
 
-    return transaction_with_retry(services.engine, store, within_s=ACK_STORE_S)
-
-
-def enqueue_answer(services: Services, client: WebClient, job: AnswerJob, where: Where) -> None:
-    """Put the question in line; an asker who has to wait is told where they are, and one beyond the
-    queue's bound is told the bot is busy (the question stays stored, with Try again)."""
-    try:
-        place = services.answers.submit(job)
-    except QueueFull as full:
-        services.after_acks(refuse_busy, services, client, job, where, str(full))
-        return
-    if place:
-        services.after_acks(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
-                               blocks.queued_notice(place))
-
-
-def refuse_busy(services: Services, client: WebClient, job: AnswerJob, where: Where, reason: str) -> None:
-    with session_scope(services.engine) as session:
-        fail_interaction(session, job.interaction_id, f"busy: {reason}")
-    _offer_retry(services, client, blocks.busy_blocks(job.interaction_id), where, job.replace_ts)
+    return services.writes.run(store, within_s=ACK_STORE_S)
 
 
 # --- answering: on a worker of the answer queue ---------------------------------------------------
@@ -262,7 +241,7 @@ def generate_and_post(
         stream.abort()
         with session_scope(services.engine) as session:
             fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}")
-        _offer_retry(services, client, blocks.unavailable_blocks(interaction_id), where, replace_ts)
+        offer_retry(services, client, blocks.unavailable_blocks(interaction_id), where, replace_ts)
         return
     with session_scope(services.engine) as session:
         complete_interaction(
@@ -280,24 +259,7 @@ def generate_and_post(
         set_message_ts(session, interaction_id, last_ts)
 
 
-def resume_waiting(services: Services, client: WebClient) -> int:
-    """Put back in line the questions a stopped bot stored but never answered (within the resume window)."""
-    since = utcnow() - timedelta(minutes=services.settings.resume_window_minutes)
-    with session_scope(services.engine) as session:
-        ids = [interaction.id for interaction in waiting_interactions(session, "slack", since)]
-    if not ids:
-        return 0
-    bot_user_id = client.auth_test()["user_id"]
-    for interaction_id in ids:
-        try:
-            services.answers.submit(AnswerJob(interaction_id, bot_user_id))
-        except QueueFull:  # still stored: the next start takes them
-            break
-    log.info("resumed %d unanswered question(s)", len(ids))
-    return len(ids)
-
-
-def _offer_retry(services: Services, client: WebClient, page: list[dict], where: Where, replace_ts: str | None) -> None:
+def offer_retry(services: Services, client: WebClient, page: list[dict], where: Where, replace_ts: str | None) -> None:
     """A notice with a Try again button, in the thread (or in place of the message Try again was under)."""
     text = page[0]["text"]["text"]
     with services.pacer.turn(where.channel_id):

@@ -117,15 +117,23 @@ def _bolt_request(body: bytes, headers: dict[str, str], query: bytes) -> BoltReq
     return request if isinstance(payload, dict) and payload else None
 
 
-class HttpServer:
-    """uvicorn in a thread of this process, on a socket bound up front (port 0 picks a free one)."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound socket (port 0 picks a free one); each server process listens on it with LISTEN_BACKLOG."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
-    def __init__(self, app: App, signing_secret: str, host: str, port: int, *, threads: int):
+
+class HttpServer:
+    """uvicorn in a thread of this process, on `sock`: bound here (`listening_socket`), or inherited from the
+    bot's parent process, which gives every bot process the same socket (one accept queue: a process that
+    crashes leaves its waiting connections to the others)."""
+
+    def __init__(self, app: App, signing_secret: str, sock: socket.socket, *, threads: int):
         self._endpoint = SlackEndpoint(app, signing_secret, threads)
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.port = self._socket.getsockname()[1]
+        self._socket = sock
+        self.port = sock.getsockname()[1]
         config = uvicorn.Config(self._endpoint, backlog=LISTEN_BACKLOG, lifespan="off", access_log=False,
                                 log_level="warning", timeout_graceful_shutdown=10)
         self._server = uvicorn.Server(config)

@@ -43,8 +43,11 @@ SLACK_API_ERRORS = Counter(
 SLACK_API_RETRIES = Counter(
     "flywheel_bot_slack_api_retries_total", "Slack Web API calls sent again (rate limited, connection, server error)."
 )
-QUESTIONS_WAITING = Gauge("flywheel_bot_questions_waiting", "Questions acked and waiting for an answer worker.")
-ANSWERS_IN_PROGRESS = Gauge("flywheel_bot_answers_in_progress", "Answers being generated and written into Slack now.")
+# Summed over the bot's live processes when it runs several (prometheus_client's multiprocess mode).
+QUESTIONS_WAITING = Gauge("flywheel_bot_questions_waiting", "Questions acked and waiting for an answer worker.",
+                          multiprocess_mode="livesum")
+ANSWERS_IN_PROGRESS = Gauge("flywheel_bot_answers_in_progress", "Answers being generated and written into Slack now.",
+                            multiprocess_mode="livesum")
 
 for _reason in FAILURE_REASONS:  # every reason is a series from the start: a rate of 0, not "no data"
     ANSWERS_FAILED.labels(_reason)
@@ -60,6 +63,11 @@ def failure_reason(exc: BaseException) -> str:
 
 def answer_failed(exc: BaseException) -> None:
     ANSWERS_FAILED.labels(failure_reason(exc)).inc()
+
+
+def answer_queue_changed(waiting: int, answering: int) -> None:
+    QUESTIONS_WAITING.set(waiting)
+    ANSWERS_IN_PROGRESS.set(answering)
 
 
 def answer_completed(started: float, completion_tokens: int) -> None:

@@ -1,4 +1,5 @@
-"""What every listener needs: the settings, the database, the rate limiter, the channel pacer, the queue of
+"""What every listener needs: the settings, the database (and its group commit, which stores a burst's
+questions and votes before their acks in a few transactions), the rate limiter, the channel pacer, the queue of
 questions waiting for an answer, a small pool for Slack calls that must not delay an ack, and the count of
 acks in progress that work which can wait yields to (bot/ack_priority.py)."""
 
@@ -8,6 +9,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -15,10 +17,14 @@ from bot import metrics
 from bot.ack_priority import AckPriority
 from bot.answer_queue import AnswerJob, AnswerQueue
 from bot.ratelimit import RateLimiter
-from storage.redaction import redact
 from bot.streaming import ChannelPacer
 from flywheel.settings import Settings
 from storage.db import make_engine
+from storage.group_commit import GroupCommit
+from storage.redaction import redact
+
+if TYPE_CHECKING:
+    from bot.question_feed import QuestionFeed
 
 log = logging.getLogger(__name__)
 REPLY_THREADS = 16  # confirmations, notices, modals: short Slack calls made after the ack
@@ -29,13 +35,16 @@ STOP_ANSWERS_S = 30.0  # how long a stopping bot lets the answers being written 
 class Services:
     settings: Settings
     engine: Engine
+    writes: GroupCommit = field(init=False)
     acks: AckPriority = field(init=False)
     limiter: RateLimiter = field(init=False)
     pacer: ChannelPacer = field(init=False)
     answers: AnswerQueue | None = field(init=False, default=None)
+    feed: QuestionFeed | None = field(init=False, default=None)
     _replies: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writes = GroupCommit(self.engine)
         self.acks = AckPriority()
         self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
         self.pacer = ChannelPacer(self.settings.stream_interval_s, before_turn=self.acks.yield_to_acks)
@@ -45,11 +54,17 @@ class Services:
     def from_settings(cls, settings: Settings) -> "Services":
         return cls(settings, make_engine(settings.database_url))
 
-    def start_answering(self, answer: Callable[[AnswerJob], None]) -> None:
-        self.answers = AnswerQueue(answer, workers=self.settings.answer_workers_count,
-                                   capacity=self.settings.answer_queue_size)
-        metrics.QUESTIONS_WAITING.set_function(lambda: self.answers.waiting)
-        metrics.ANSWERS_IN_PROGRESS.set_function(lambda: self.answers.answering)
+    def start_answering(self, answer: Callable[[AnswerJob], None], processes: int = 1) -> None:
+        """The answer queue of this process: its share of the workers and of the line when the bot runs
+        `processes` processes."""
+        self.answers = AnswerQueue(answer, workers=max(1, self.settings.answer_workers_count // processes),
+                                   capacity=max(1, self.settings.answer_queue_size // processes),
+                                   on_change=metrics.answer_queue_changed)
+
+    def question_stored(self) -> None:
+        """A listener stored a question (or a Try again): this process's feed looks at once."""
+        if self.feed is not None:
+            self.feed.wake()
 
     def in_background(self, call: Callable, *args, **kwargs) -> Future:
         """Run a Slack call after the ack instead of before it; a failure is logged, never raised."""
@@ -68,11 +83,14 @@ class Services:
 
     def close(self) -> None:
         """Finish the answers being written; questions still waiting stay stored for the next start."""
+        if self.feed is not None:
+            self.feed.stop()
         if self.answers is not None:
             waiting = self.answers.close(STOP_ANSWERS_S)
             if waiting:
                 log.info("%d question(s) were still waiting: they are answered when the bot starts again", waiting)
         self._replies.shutdown(wait=True)
+        self.writes.close()
         self.engine.dispose()
 
 

@@ -6,6 +6,7 @@ as they are. Secrets are `SecretStr`, so repr, logs and error messages never sho
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+MAX_AUTO_BOT_PROCESSES = 8  # past a few processes the burst's acks are spread thin enough; each costs ~100 MB
 
 
 def _slack_alias(name: str) -> AliasChoices:
@@ -103,6 +106,11 @@ class Settings(BaseSettings):
     )
     resume_window_minutes: float = Field(
         60, ge=0, description="Unanswered questions this recent are answered when the bot starts again."
+    )
+    bot_processes: int = Field(
+        0, ge=0, le=64, description="Bot processes: each acks Slack's requests on its own interpreter (HTTP: one "
+        "shared listening socket; Socket Mode: a connection each) and answers its share of the channels. "
+        "0: one per CPU core, at most 8.",
     )
     bot_listener_threads: int = Field(
         32, ge=1, description="Threads that store, enqueue and acknowledge Slack requests (both modes)."
@@ -229,6 +237,10 @@ class Settings(BaseSettings):
     @property
     def base_model_dir(self) -> Path:
         return self.base_model_path or self.models_dir / "SmolLM2-135M-Instruct"
+
+    @property
+    def bot_process_count(self) -> int:
+        return self.bot_processes or min(os.cpu_count() or 1, MAX_AUTO_BOT_PROCESSES)
 
     @property
     def answer_workers_count(self) -> int:

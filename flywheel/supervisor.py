@@ -12,7 +12,8 @@ from pathlib import Path
 
 STOP_GRACE_S = 15.0
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 60.0
-STABLE_AFTER_S = 60.0  # a child that ran this long has its backoff reset
+STABLE_AFTER_S = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h  # a child that ran this long has its backoff reset
 
 
 @dataclass
@@ -21,6 +22,9 @@ class Child:
     argv: list[str]
     where: str = ""  # what to tell the user: a URL or a port
     log_path: Path | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
+    pass_fds: tuple[int, ...] = ()  # descriptors the child inherits (a listening socket)
+    dies_with_parent: bool = False  # killed (SIGKILL) when the supervisor dies without stopping it (Linux)
     process: subprocess.Popen | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -33,7 +37,9 @@ class Child:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         out = self._log or None
-        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT if out else None)
+        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                        env=self.env, pass_fds=self.pass_fds,
+                                        preexec_fn=_die_with_parent if self.dies_with_parent else None)
         self.started_at, self.restart_at = time.monotonic(), None
 
     def stop(self) -> None:
@@ -45,9 +51,11 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], report: Callable[[str], None] = print) -> None:
+    def __init__(self, children: list[Child], report: Callable[[str], None] = print,
+                 on_exit: Callable[[int], None] = lambda pid: None) -> None:
         self.children = children
         self.report = report
+        self.on_exit = on_exit  # called with the pid of each child that exited
         self._stopping = False
 
     def request_stop(self, *_args) -> None:
@@ -79,6 +87,7 @@ class Supervisor:
             code = child.process.poll()
             if code is None:
                 continue
+            self.on_exit(child.process.pid)
             if now - child.started_at >= STABLE_AFTER_S:
                 child.backoff_s = BACKOFF_START_S
             child.restart_at = now + child.backoff_s
@@ -98,6 +107,14 @@ class Supervisor:
                 child.process.kill()
                 child.process.wait()
         self.report("all stopped")
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: the kernel kills it when its parent dies (a parent killed with SIGKILL
+    cannot stop its children, and orphans would keep its socket and answer beside its successor)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def flywheel_argv(*args: str) -> list[str]:

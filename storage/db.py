@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 from alembic import command
@@ -22,7 +20,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -112,22 +109,6 @@ def _one_writer(engine: Engine) -> contextlib.AbstractContextManager:
 def is_transient(exc: DBAPIError) -> bool:
     """The database was unreachable or restarting (not a refusal of the statement itself)."""
     return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-
-
-def transaction_with_retry(engine: Engine, work: Callable[[Session], T], *, within_s: float,
-                           pause_s: float = 0.1) -> T:
-    """`work(session)` in one transaction, tried again while the database is unreachable (a server
-    restart drops every pooled connection) until `within_s` has passed; then the error is raised.
-    For writes that are safe to repeat (idempotent, or deduplicated by a unique key)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            with session_scope(engine) as session:
-                return work(session)
-        except DBAPIError as exc:
-            if not is_transient(exc) or time.monotonic() + pause_s > deadline:
-                raise
-        time.sleep(pause_s)
 
 
 def alembic_config(url: str) -> Config:

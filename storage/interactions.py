@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import bindparam, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -142,16 +143,41 @@ def set_prompt_messages(session: Session, interaction_id: int, prompt_messages: 
     interaction.prompt_messages, interaction.prompt_hash = prompt_messages, prompt_hash(prompt_messages)
 
 
-def waiting_interactions(session: Session, source: str, since: datetime) -> list[Interaction]:
-    """Questions of `source` asked since `since` that were stored but never answered (oldest first):
-    what a restarted bot still owes its users."""
+@dataclass(frozen=True)
+class WaitingQuestion:
+    """A stored question still owed an answer, and where the answer goes."""
+
+    interaction_id: int
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    user_id: str
+    replace_ts: str | None  # Try again: in place of this message
+
+
+def waiting_questions(session: Session, source: str, since: datetime) -> list[WaitingQuestion]:
+    """Questions of `source` stored but not answered (oldest first): asked since `since`, or asked again
+    (Try again) whenever. The bot's answer queue is fed from here, so a question acked is a question
+    answered by whichever bot process owns its channel, after a restart too."""
     query = (
-        select(Interaction).join(Conversation)
+        select(Interaction.id, Conversation.team_id, Conversation.channel_id, Conversation.thread_ts,
+               Interaction.user_id, Interaction.replace_ts)
+        .join(Conversation)
         .where(Conversation.source == source, Interaction.status == InteractionStatus.pending,
-               Interaction.created_at >= since)
+               or_(Interaction.created_at >= since, Interaction.replace_ts.is_not(None)))
         .order_by(Interaction.id)
     )
-    return list(session.scalars(query))
+    return [WaitingQuestion(*row) for row in session.execute(query)]
+
+
+def ask_again(session: Session, interaction_id: int, replace_ts: str) -> bool:
+    """Try again on a failed answer: the question waits again, to be answered in place of `replace_ts` (the
+    notice the button was under). False when it is waiting or answered already (a second click)."""
+    interaction = get_interaction(session, interaction_id)
+    if interaction.status is not InteractionStatus.failed:
+        return False
+    interaction.status, interaction.error, interaction.replace_ts = InteractionStatus.pending, None, replace_ts
+    return True
 
 
 @lru_cache(maxsize=4)

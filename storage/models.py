@@ -137,6 +137,7 @@ class Interaction(Base):
     served_model: Mapped[str] = mapped_column(String(128), default="")
     question_ts: Mapped[str | None] = mapped_column(String(64))  # ts of the Slack message that asked
     message_ts: Mapped[str | None] = mapped_column(String(64), index=True)  # ts of the posted answer
+    replace_ts: Mapped[str | None] = mapped_column(String(64))  # Try again: answer in place of this message
     latency_ms: Mapped[float | None] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)

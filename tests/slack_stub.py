@@ -27,14 +27,15 @@ class RunningBot:
 
     def __init__(self, settings):
         from bot.app import build_app
-        from bot.http_server import HttpServer
+        from bot.http_server import HttpServer, listening_socket
         from bot.services import Services
 
         self.settings = settings
         self.secret = settings.slack_signing_secret.get_secret_value()
         self.services = Services.from_settings(settings)
         self.app = build_app(settings, self.services)
-        self._server = HttpServer(self.app, self.secret, "127.0.0.1", 0, threads=settings.bot_listener_threads)
+        self._server = HttpServer(self.app, self.secret, listening_socket("127.0.0.1", 0),
+                                  threads=settings.bot_listener_threads)
         self.url = f"http://127.0.0.1:{self._server.port}/slack/events"
 
     def __enter__(self) -> "RunningBot":

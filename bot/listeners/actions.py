@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import logging
 
-from slack_bolt import Ack, App, BoltContext
+from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import blocks, metrics
-from bot.answer_queue import AnswerJob
-from bot.answering import ACK_STORE_S, Where, enqueue_answer, post_ephemeral, text_field
+from bot.answering import ACK_STORE_S, Where, post_ephemeral, text_field
 from bot.services import Services
-from storage.db import session_scope, transaction_with_retry
+from storage.db import session_scope
 from storage.errors import NotFound
-from storage.interactions import get_interaction, record_vote
+from storage.interactions import ask_again, get_interaction, record_vote
 from storage.models import Vote
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def store_vote(services: Services, interaction_id: int, user_id: str, vote: Vote
         return feedback.interaction.served_model or "unknown", len(pairs)
 
     try:
-        model, pairs = transaction_with_retry(services.engine, record, within_s=ACK_STORE_S)
+        model, pairs = services.writes.run(record, within_s=ACK_STORE_S)
     except NotFound:
         return GONE
     metrics.VOTES.labels(vote.value, model).inc()
@@ -73,8 +72,13 @@ def register(app: App, services: Services) -> None:
         services.in_background(open_better_answer, services, client, interaction_id, _where(body), body["trigger_id"])
 
     @app.action(blocks.RETRY_ACTION)
-    def try_again(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
+    def try_again(ack: Ack, body: dict) -> None:
+        interaction_id, notice_ts = int(body["actions"][0]["value"]), text_field(body["message"], "ts")
+        try:  # the question waits again before the ack: its owner's feed answers it in place of the notice
+            asked = services.writes.run(lambda session: ask_again(session, interaction_id, notice_ts),
+                                        within_s=ACK_STORE_S)
+        except NotFound:
+            asked = False
         ack()
-        job = AnswerJob(int(body["actions"][0]["value"]), context.bot_user_id,
-                        replace_ts=text_field(body["message"], "ts"))
-        enqueue_answer(services, client, job, _where(body))
+        if asked:
+            services.question_stored()

@@ -1,7 +1,7 @@
 """Events: mentions in channels, direct messages, and the AI-app assistant thread opening.
 
-A question is stored and put in line before the ack (milliseconds); everything that talks to Slack or the
-model happens after it, on the answer queue's workers or the services' reply pool.
+A question is stored before the ack (milliseconds); everything that talks to Slack or the model happens
+after it, on the answer queue's workers or the services' reply pool.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from slack_bolt import Ack, App, BoltContext, Say, SetSuggestedPrompts
 from slack_sdk import WebClient
 
 from bot import metrics
-from bot.answer_queue import AnswerJob
-from bot.answering import RATE_LIMITED, Where, enqueue_answer, post_ephemeral, question_from_event, receive_question
+from bot.answering import RATE_LIMITED, post_ephemeral, question_from_event, receive_question
 from bot.services import Services
 
 GREETING = "Hi! Ask me anything. Rate my answers with 👍 / 👎, or write a better one: that is how I learn."
@@ -38,17 +37,15 @@ def register(app: App, services: Services) -> None:
             ack()
             return
         metrics.QUESTIONS.inc()
-        where = Where(question.channel_id, question.thread_ts, question.user_id, question.team_id)
         if not services.limiter.allow(question.user_id):
             metrics.RATE_LIMITED.inc()
             ack()
-            services.after_acks(post_ephemeral, client, where.channel_id, where.user_id, where.thread_ts,
-                                   RATE_LIMITED)
+            services.after_acks(post_ephemeral, client, question.channel_id, question.user_id, question.thread_ts,
+                                RATE_LIMITED)
             return
-        interaction_id = receive_question(services, question)  # stored before the ack
+        if receive_question(services, question) is not None:  # stored before the ack; None: delivered before
+            services.question_stored()
         ack()
-        if interaction_id is not None:  # None: delivered before, and answered (or being answered) then
-            enqueue_answer(services, client, AnswerJob(interaction_id, context.bot_user_id), where)
 
     def thread_started(ack: Ack, say: Say, set_suggested_prompts: SetSuggestedPrompts) -> None:
         ack()

@@ -233,6 +233,8 @@ class SlackStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept alive, as Slack's are
+
             def _serve(self, body: bytes) -> None:
                 parts = urlsplit(self.path)
                 params: dict[str, Any] = dict(parse_qsl(parts.query))

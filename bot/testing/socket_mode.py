@@ -30,7 +30,8 @@ class SocketModeStub:
         self.acked_at: dict[str, float] = {}  # envelope id -> time.time() its ack arrived
         self.connected, self.disconnected = threading.Event(), threading.Event()
         self._lock = threading.Lock()
-        self._connection: ServerConnection | None = None
+        self._connections: list[ServerConnection] = []  # the app's open connections (one per bot process)
+        self._sent = 0
         self._server = serve(self._session, "127.0.0.1", 0)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -48,8 +49,9 @@ class SocketModeStub:
 
     def _session(self, connection: ServerConnection) -> None:
         """One app connection: hello first, as Slack does; then every frame the app sends is recorded."""
-        self._connection = connection
         connection.send(json.dumps(HELLO))
+        with self._lock:
+            self._connections.append(connection)
         self.connected.set()
         try:
             for frame in connection:
@@ -60,15 +62,25 @@ class SocketModeStub:
                         self.acked_at.setdefault(message["envelope_id"], time.time())
         except ConnectionClosed:
             pass  # slack_sdk's built-in client closes its socket without a closing handshake
+        with self._lock:
+            self._connections.remove(connection)
         self.disconnected.set()
 
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
     def send(self, kind: str, payload: dict[str, Any]) -> str:
-        """Deliver `payload` in an envelope of `kind` (events_api, interactive, slash_commands); returns its id."""
+        """Deliver `payload` in an envelope of `kind` (events_api, interactive, slash_commands); returns its id.
+        With several connections open, envelopes take turns over them, as Slack spreads them."""
         envelope_id = str(uuid.uuid4())
         envelope = {"envelope_id": envelope_id, "payload": payload, "type": kind, "accepts_response_payload": False}
         if kind == "events_api":
             envelope.update(retry_attempt=0, retry_reason="")
-        self._connection.send(json.dumps(envelope))
+        with self._lock:
+            connection = self._connections[self._sent % len(self._connections)]
+            self._sent += 1
+        connection.send(json.dumps(envelope))
         return envelope_id
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 30.0) -> dict[str, Any]:

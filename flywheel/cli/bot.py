@@ -13,13 +13,20 @@ from flywheel.metrics_server import serve_metrics
 from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 
 
-def bot() -> None:
-    """Answer in Slack: Socket Mode with SLACK_APP_TOKEN, or HTTP on FLYWHEEL_BOT_PORT with SLACK_SIGNING_SECRET.
-    Ctrl-C or SIGTERM (as `flywheel up` stops it) disconnects from Slack and ends it."""
+def bot(
+    share: str = typer.Option(None, hidden=True, help="K/N: run as bot process K of N (started by `flywheel bot`)."),
+    listen_fd: int = typer.Option(None, hidden=True, help="The listening socket the parent process shares."),
+) -> None:
+    """Answer in Slack: Socket Mode with SLACK_APP_TOKEN, or HTTP on FLYWHEEL_BOT_PORT with SLACK_SIGNING_SECRET,
+    in FLYWHEEL_BOT_PROCESSES processes. Ctrl-C or SIGTERM (as `flywheel up` stops it) disconnects from Slack
+    and ends it."""
     from slack_bolt.error import BoltError  # Bolt loads only for this command
     from slack_sdk.errors import SlackApiError
 
-    from bot.app import MissingSlackCredentials, run
+    from bot.app import run
+    from bot.processes import run_processes
+    from bot.question_feed import ChannelShare
+    from bot.slack_client import MissingSlackCredentials
 
     config = settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -28,8 +35,12 @@ def bot() -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         require_migrated(get_engine(config.database_url))
-        serve_metrics(config, config.bot_metrics_port)
-        run(config, stop)
+        if share is None and config.bot_process_count > 1:
+            run_processes(config, config.bot_process_count)
+            return
+        if share is None:  # one process: its own metrics (several: the parent serves them all)
+            serve_metrics(config, config.bot_metrics_port)
+        run(config, stop, ChannelShare.parse(share) if share else ChannelShare(), listen_fd)
     except (MissingSlackCredentials, DatabaseNotMigrated, BoltError) as exc:
         raise fail(str(exc)) from None
     except SlackApiError as exc:  # a refused app-level token, say

@@ -1,0 +1,106 @@
+"""`flywheel bot` as several processes (FLYWHEEL_BOT_PROCESSES): in HTTP mode they accept from one shared
+socket, in Socket Mode each holds a connection of its own; every process stores and acks what it receives and
+answers the questions of its share of the channels. A burst at once is stored and answered exactly once,
+whichever process received each question, and the parent serves the processes' metrics as one."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from slack_stub import BOT_USER_ID, SlackStub, app_mention, event_callback, signed_headers
+from slack_support import TOKEN, eventually
+from test_bot import SECRET
+from test_bot_burst import at_once
+from test_bot_cli import bot_process, wait_until_listening
+from test_bot_socket_mode import APP_TOKEN, stored, wait_until
+from vllm_fixture import free_port
+
+from bot.testing.socket_mode import SocketModeStub
+from storage.models import Interaction, InteractionStatus
+
+pytestmark = pytest.mark.vllm
+PROCESSES, USERS, CHANNELS = 2, 50, 25
+
+
+def burst(slack: SlackStub, users: int) -> list[dict]:
+    events = []
+    for n in range(users):
+        channel = f"C0PROC{n % CHANNELS}"
+        message = slack.user_message(channel, f"U0P{n:03d}", f"<@{BOT_USER_ID}> What is {n} plus 1?")
+        events.append(event_callback(app_mention(message, channel)))
+    return events
+
+
+def env(tmp_path, url: str, slack: SlackStub, vllm_url: str, **extra: str) -> dict[str, str]:
+    return {"FLYWHEEL_DATABASE_URL": url, "FLYWHEEL_SLACK_API_URL": slack.url, "SLACK_BOT_TOKEN": TOKEN,
+            "FLYWHEEL_VLLM_URL": vllm_url, "FLYWHEEL_HOME": str(tmp_path / "home"),
+            "FLYWHEEL_BOT_PROCESSES": str(PROCESSES), "FLYWHEEL_MAX_ANSWER_TOKENS": "8",
+            "FLYWHEEL_RATE_LIMIT_PER_MINUTE": "1000", "FLYWHEEL_ANSWER_WORKERS": "8", **extra}
+
+
+def answered_once(url: str, slack: SlackStub, threads: set[str]) -> None:
+    eventually(lambda: sum(i.status is InteractionStatus.ok and bool(i.message_ts)
+                           for i in stored(url, Interaction)) == len(threads), timeout=600)
+    answers = slack.answers_by_thread()
+    assert {thread: len(answers.get(thread, [])) for thread in threads} == {thread: 1 for thread in threads}
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def test_http_burst_over_two_processes_is_stored_and_answered_once_and_metrics_add_up(
+    tmp_path, sqlite_url, vllm_server
+):
+    port, metrics_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}/slack/events"
+    with SlackStub(TOKEN) as slack:
+        process = bot_process(tmp_path, env(tmp_path, sqlite_url, slack, vllm_server.url, FLYWHEEL_BOT_MODE="http",
+                                            FLYWHEEL_BOT_PORT=str(port), SLACK_SIGNING_SECRET=SECRET,
+                                            FLYWHEEL_BOT_METRICS_PORT=str(metrics_port)))
+        try:
+            wait_until_listening(url.replace("/slack/events", "/healthz"), process)
+            events = burst(slack, USERS)
+
+            def send(payload: dict) -> int:
+                body = json.dumps(payload)
+                return httpx.post(url, content=body, headers=signed_headers(SECRET, body, "application/json"),
+                                  timeout=30).status_code
+
+            assert at_once(send, events) == [200] * USERS
+            threads = {e["event"]["ts"] for e in events}
+            assert {i.question_ts for i in stored(sqlite_url, Interaction)} == threads  # stored before the acks
+            answered_once(sqlite_url, slack, threads)
+            scraped = eventually(lambda: text if metric(text := httpx.get(
+                f"http://127.0.0.1:{metrics_port}/metrics").text, "flywheel_bot_answers_completed_total") == USERS
+                else None)
+            assert metric(scraped, "flywheel_bot_questions_total") == USERS
+            assert metric(scraped, "flywheel_bot_ack_seconds_count") == USERS  # the acks of both processes
+            assert metric(scraped, "flywheel_bot_answers_in_progress") == 0
+        finally:
+            process.terminate()
+            output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert output.count("started bot") == PROCESSES and output.count("stopped") >= PROCESSES
+
+
+def test_socket_mode_processes_each_hold_a_connection_and_answer_every_question_once(
+    tmp_path, sqlite_url, vllm_server
+):
+    with SocketModeStub() as socket, SlackStub(TOKEN, app_token=APP_TOKEN, socket_url=socket.url) as slack:
+        process = bot_process(tmp_path, env(tmp_path, sqlite_url, slack, vllm_server.url, FLYWHEEL_BOT_MODE="socket",
+                                            SLACK_APP_TOKEN=APP_TOKEN))
+        try:
+            wait_until(socket.connected, process)
+            eventually(lambda: socket.connection_count == PROCESSES, timeout=60)
+            events = burst(slack, 20)
+            envelopes = [socket.send("events_api", event) for event in events]  # spread over both connections
+            assert all(socket.wait_for_ack(envelope) == {"envelope_id": envelope} for envelope in envelopes)
+            answered_once(sqlite_url, slack, {e["event"]["ts"] for e in events})
+        finally:
+            process.terminate()
+            process.communicate(timeout=60)
+    assert process.returncode == 0
