@@ -108,7 +108,7 @@ def loop(session: Session, model_dir: Path, args) -> None:
         sync_adapters(settings)
         if "hot swap" not in args.skip:
             session.phase("hot swap", 30, lambda: hot_swap(settings, old, new))
-        for micro_batch in args.run_micro_batches:  # the same 4 pairs a step, in micro-batches of this size
+        for micro_batch in [] if "run beside" in args.skip else args.run_micro_batches:  # 4 pairs a step
             plan = {"qlora": True, "batch_size": micro_batch, "gradient_accumulation_steps": 4 // micro_batch,
                     "max_length": 1024, "max_steps": args.run_steps}
             session.phase(f"run beside vLLM, micro-batch {micro_batch}", 150,
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--run-steps", type=int, default=10)
     parser.add_argument("--servers", default="bf16,fp8,ngram", help="bench.serving configurations (serving session)")
     parser.add_argument("--skip", default="", help="comma-separated phases of the loop session to leave out: "
-                        "hot swap, refused run, slack load, demo, training")
+                        "hot swap, run beside, refused run, slack load, demo, training")
     parser.add_argument("--run-micro-batches", type=lambda v: [int(x) for x in v.split(",")], default=[4],
                         help="loop session: one QLoRA run beside vLLM per micro-batch size (4 pairs a step each)")
     parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
