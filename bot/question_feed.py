@@ -23,7 +23,7 @@ from bot import blocks
 from bot.answer_queue import AnswerJob, QueueFull
 from bot.answering import Where, offer_retry, post_ephemeral
 from bot.services import Services
-from storage.db import session_scope
+from storage.db import read_scope, session_scope
 from storage.interactions import WaitingQuestion, fail_interaction, waiting_questions
 from storage.models import utcnow
 
@@ -90,7 +90,7 @@ class QuestionFeed:
     def _take_waiting(self) -> int:
         """Put in line what waits for this process; returns how many were new."""
         since = utcnow() - timedelta(minutes=self._services.settings.resume_window_minutes)
-        with session_scope(self._services.engine) as session:
+        with read_scope(self._services.engine) as session:
             waiting = [q for q in waiting_questions(session, "slack", since) if self._share.owns(q.channel_id)]
         keys = {(q.interaction_id, q.replace_ts) for q in waiting}
         self._taken &= keys  # answered or refused since: forgotten

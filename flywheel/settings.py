@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         60, ge=0, description="Unanswered questions this recent are answered when the bot starts again."
     )
     bot_processes: int = Field(
-        0, ge=0, le=64, description="Bot processes: each acks Slack's requests on its own interpreter (HTTP: one "
+        1, ge=0, le=64, description="Bot processes: each acks Slack's requests on its own interpreter (HTTP: one "
         "shared listening socket; Socket Mode: a connection each) and answers its share of the channels. "
         "0: one per CPU core, at most 8.",
     )

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "flywheel_read_only"  # execution option of `read_scope`'s connections
 
 
 class DatabaseNotMigrated(RuntimeError):
@@ -43,8 +44,10 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         # IMMEDIATE takes the write lock up front: a writer waits (busy timeout) instead of failing
-        # with SQLITE_BUSY when it upgrades a read transaction that another process overtook.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # with SQLITE_BUSY when it upgrades a read transaction that another process overtook. Reads
+        # (`read_scope`) take no lock: a poll must not queue the writers.
+        deferred = connection.get_execution_options().get(READ_ONLY)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def _json_dumps(value) -> str:
@@ -92,6 +95,16 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         factory = _session_factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
     with _one_writer(engine), factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it takes no write lock (every `session_scope` does), so a
+    frequent poll (the bot's question feed, in every bot process) never makes a writer wait."""
+    with engine.connect() as connection:
+        connection.execution_options(**{READ_ONLY: True})
+        with Session(bind=connection) as session:
+            yield session
 
 
 def _one_writer(engine: Engine) -> contextlib.AbstractContextManager:
