@@ -9,10 +9,10 @@ import json
 
 import httpx
 import pytest
-from slack_stub import BOT_USER_ID, SlackStub, app_mention, event_callback, signed_headers
+from slack_stub import SlackStub, signed_headers
 from slack_support import TOKEN, eventually
 from test_bot import SECRET
-from test_bot_burst import at_once
+from test_bot_burst import at_once, mentions
 from test_bot_cli import bot_process, wait_until_listening
 from test_bot_socket_mode import APP_TOKEN, stored, wait_until
 from vllm_fixture import free_port
@@ -21,16 +21,7 @@ from bot.testing.socket_mode import SocketModeStub
 from storage.models import Interaction, InteractionStatus
 
 pytestmark = pytest.mark.vllm
-PROCESSES, USERS, CHANNELS = 2, 50, 25
-
-
-def burst(slack: SlackStub, users: int) -> list[dict]:
-    events = []
-    for n in range(users):
-        channel = f"C0PROC{n % CHANNELS}"
-        message = slack.user_message(channel, f"U0P{n:03d}", f"<@{BOT_USER_ID}> What is {n} plus 1?")
-        events.append(event_callback(app_mention(message, channel)))
-    return events
+PROCESSES, USERS = 2, 50
 
 
 def env(tmp_path, url: str, slack: SlackStub, vllm_url: str, **extra: str) -> dict[str, str]:
@@ -63,7 +54,7 @@ def test_http_burst_over_two_processes_is_stored_and_answered_once_and_metrics_a
                                             FLYWHEEL_BOT_METRICS_PORT=str(metrics_port)))
         try:
             wait_until_listening(url.replace("/slack/events", "/healthz"), process)
-            events = burst(slack, USERS)
+            events = mentions(slack, 1, USERS)
 
             def send(payload: dict) -> int:
                 body = json.dumps(payload)
@@ -96,7 +87,7 @@ def test_socket_mode_processes_each_hold_a_connection_and_answer_every_question_
         try:
             wait_until(socket.connected, process)
             eventually(lambda: socket.connection_count == PROCESSES, timeout=60)
-            events = burst(slack, 20)
+            events = mentions(slack, 1, 20)
             envelopes = [socket.send("events_api", event) for event in events]  # spread over both connections
             assert all(socket.wait_for_ack(envelope) == {"envelope_id": envelope} for envelope in envelopes)
             answered_once(sqlite_url, slack, {e["event"]["ts"] for e in events})
