@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ class Run:
 
 def raw_request(host: str, port: int, body: str, content_type: str) -> bytes:
     headers = signed_headers(SECRET, body, content_type)
-    lines = [f"POST /slack/events HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body.encode())}",
+    lines = ["POST /slack/events HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body.encode())}",
              "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body.encode()
 
