@@ -1,7 +1,8 @@
 """Questions waiting for an answer, and the bounded pool of workers that answers them.
 
 Slack must be acked within 3 s, and a vote must never wait behind a model busy writing a hundred answers:
-listeners only store a question and put it here, and `workers` threads (as many as the model server runs
+listeners only store a question, the process's feed puts it here (bot/question_feed.py, which also
+makes sure a question is put in line once), and `workers` threads (as many as the model server runs
 sequences at once) answer in the order questions came. The line is bounded: beyond `capacity` waiting
 questions a new one is refused at once, and the caller tells the asker (the question stays stored, with
 Try again) instead of letting them wait for an answer that would come too late to matter.
@@ -35,7 +36,6 @@ class AnswerQueue:
                  on_change: Callable[[int, int], None] = lambda waiting, answering: None):
         self._answer, self._workers, self._capacity, self._on_change = answer, workers, capacity, on_change
         self._waiting: deque[AnswerJob] = deque()
-        self._queued_ids: set[int] = set()  # waiting or being answered: a second Try again is not a second answer
         self._busy = 0
         self._closing = False
         self._changed = threading.Condition()
@@ -44,15 +44,12 @@ class AnswerQueue:
             thread.start()
 
     def submit(self, job: AnswerJob) -> int:
-        """Queue `job`. Returns its place in line (1 = next to start), or 0 when a worker takes it now or
-        the same question is queued already. Raises QueueFull at the bound."""
+        """Queue `job`. Returns its place in line (1 = next to start), or 0 when a worker takes it now.
+        Raises QueueFull at the bound."""
         with self._changed:
-            if job.interaction_id in self._queued_ids:
-                return 0
             if len(self._waiting) >= self._capacity or self._closing:
                 raise QueueFull(f"{len(self._waiting)} questions are waiting already")
             self._waiting.append(job)
-            self._queued_ids.add(job.interaction_id)
             self._changed.notify()
             self._on_change(len(self._waiting), self._busy)
             return max(0, len(self._waiting) - (self._workers - self._busy))
@@ -66,7 +63,6 @@ class AnswerQueue:
             finally:
                 with self._changed:
                     self._busy -= 1
-                    self._queued_ids.discard(job.interaction_id)
                     self._changed.notify_all()
                     self._on_change(len(self._waiting), self._busy)
 

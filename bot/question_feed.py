@@ -2,7 +2,8 @@
 
 Every bot process stores the questions it receives and acks them; none hands a question to another. Each
 process answers the waiting questions of its share of the channels (`ChannelShare`), which it reads from
-the database a few times a second and at once when one of its own listeners stored one. One process owns a
+the database at once when one of its own listeners stored one, and every 50 ms when other processes
+store questions too. One process owns a
 channel, so one pacer keeps that channel's writes within Slack's limit; questions stored by a process that
 stopped are answered by the owner of their channel (after a restart too: they wait in the database).
 A question that has to wait is told its place; one beyond the line's bound is refused with a notice and
@@ -28,7 +29,9 @@ from storage.interactions import WaitingQuestion, fail_interaction, waiting_ques
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
-POLL_S = 0.05  # how often questions stored by other processes are looked for
+# How often the database is read: with several processes, for questions the others stored; with one, only
+# as a safety net (its own listeners wake it).
+POLL_S, ALONE_POLL_S = 0.05, 1.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class QuestionFeed:
             if starting and new:  # what a stopped bot left unanswered
                 log.info("resumed %d unanswered question(s)", new)
             starting = False
-            self._woken.wait(POLL_S)
+            self._woken.wait(POLL_S if self._share.count > 1 else ALONE_POLL_S)
             self._woken.clear()
 
     def _take_waiting(self) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 STOP_GRACE_S = 15.0
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 60.0
-STABLE_AFTER_S = 60.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h  # a child that ran this long has its backoff reset
+STABLE_AFTER_S = 60.0  # a child that ran this long has its backoff reset
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
