@@ -27,6 +27,7 @@ MANIFEST = yaml.safe_load((BOT_DIR / "slack_manifest.yaml").read_text())
 # Scopes each Slack Web API method needs (https://docs.slack.dev/reference/methods).
 METHOD_SCOPES = {
     "auth.test": set(),
+    "apps.connections.open": set(),  # Socket Mode: the app-level token's connections:write, no bot scope
     "chat.postMessage": {"chat:write"},
     "chat.update": {"chat:write"},
     "chat.postEphemeral": {"chat:write"},
