@@ -16,6 +16,7 @@ from bot.question_feed import ChannelShare, QuestionFeed
 from bot.services import Services
 from bot.slack_client import secret, slack_client
 from flywheel.settings import Settings
+from serving.client import model_client
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def build_app(settings: Settings, services: Services | None = None, share: Chann
     register_listeners(app, services)
     metrics.time_acks(app)
     services.acks.watch(app)
+    model_client(settings)  # built now, not by the first answers of a burst
     services.start_answering(lambda job: answer_job(services, client, job), share.count)
     services.feed = QuestionFeed(services, client, share)
     services.feed.start()

@@ -7,6 +7,7 @@ number of times with backoff; a server that stays down or is too slow raises Mod
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,17 @@ class Answer:
     latency_ms: float
 
 
+_building = threading.Lock()
+
+
+def model_client(settings: Settings) -> openai.OpenAI:
+    """This process's client for vLLM, built once: its HTTP transport loads the system's certificates (tens
+    of milliseconds of CPU). Profiled in a burst, every answer worker of a fresh bot process built one at the
+    same moment; the lock makes the first build the only one, and the bot builds it before it serves."""
+    with _building:
+        return _openai(settings.vllm_url, settings.request_timeout_s)
+
+
 @lru_cache(maxsize=8)
 def _openai(url: str, timeout: float) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="flywheel", timeout=timeout, max_retries=0)
@@ -44,7 +56,7 @@ def _openai(url: str, timeout: float) -> openai.OpenAI:
 
 def _call(settings: Settings, request: Callable[[openai.OpenAI], T]) -> T:
     """Run `request`, retrying connection failures and 5xx with backoff; translate errors."""
-    client, last = _openai(settings.vllm_url, settings.request_timeout_s), None
+    client, last = model_client(settings), None
     for attempt in range(settings.request_retries + 1):
         if attempt:
             time.sleep(BACKOFF_S * 2 ** (attempt - 1))
