@@ -1,4 +1,5 @@
-"""Conversations, answers (interactions), votes and better answers: what the bot and playground record."""
+"""Conversations, answers (interactions), votes and better answers: what the bot and playground record; and the
+review of votes (approved votes teach KTO runs)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select
+from sqlalchemy import bindparam, case, func, null, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from storage.errors import InvalidInput, NotFound
 from storage.models import (
@@ -21,11 +22,14 @@ from storage.models import (
     Interaction,
     InteractionStatus,
     PairSource,
+    PairStatus,
     PreferencePair,
     Vote,
     utcnow,
 )
 from storage.pairs import create_pair
+from storage.review import decide_review, newest_first
+from storage.users import Actor
 
 
 def prompt_hash(prompt_messages: list[dict[str, Any]]) -> str:
@@ -187,9 +191,13 @@ def _vote_upsert(dialect_name: str):
     insert = (postgresql if dialect_name == "postgresql" else sqlite).insert
     columns = ("interaction_id", "user_id", "vote", "comment", "created_at", "updated_at")
     upsert = insert(Feedback.__table__).values({name: bindparam(name) for name in columns})
+    # A changed vote is a new judgement: it waits for review again (the same vote again keeps its review).
+    table, changed = Feedback.__table__, Feedback.__table__.c.vote != upsert.excluded.vote
+    review = {"status": case((changed, PairStatus.pending.value), else_=table.c.status),
+              **{name: case((changed, null()), else_=table.c[name]) for name in ("reviewer", "reviewed_at")}}
     upsert = upsert.on_conflict_do_update(
         index_elements=["interaction_id", "user_id"],
-        set_={name: upsert.excluded[name] for name in ("vote", "comment", "updated_at")},
+        set_={**{name: upsert.excluded[name] for name in ("vote", "comment", "updated_at")}, **review},
     )
     return upsert.returning(Feedback.__table__.c.id)
 
@@ -256,3 +264,72 @@ def record_alternative(
         channel_id=interaction.conversation.channel_id,
     )
     return alternative, pair
+
+
+# --- the review of votes (KTO learns from the approved ones) -------------------------------------
+
+
+@dataclass(frozen=True)
+class VoteFilter:
+    status: PairStatus | None = PairStatus.pending
+    vote: Vote | None = None
+
+    def apply(self, query):
+        query = query.join(Interaction).where(Interaction.status == InteractionStatus.ok)  # only answers are judged
+        if self.status is not None:
+            query = query.where(Feedback.status == self.status)
+        if self.vote is not None:
+            query = query.where(Feedback.vote == self.vote)
+        return query
+
+
+def list_votes(
+    session: Session, flt: VoteFilter = VoteFilter(), *, limit: int = 50, before_id: int | None = None
+) -> list[Feedback]:
+    """Newest first, keyset-paginated like the pairs; each with its interaction (prompt and answer) loaded."""
+    query = flt.apply(select(Feedback).options(joinedload(Feedback.interaction)))
+    return newest_first(session, query, Feedback.id, limit, before_id)
+
+
+def count_votes(session: Session, flt: VoteFilter = VoteFilter()) -> int:
+    return session.scalar(flt.apply(select(func.count(Feedback.id)))) or 0
+
+
+def get_vote(session: Session, feedback_id: int) -> Feedback:
+    feedback = session.get(Feedback, feedback_id)
+    if feedback is None:
+        raise NotFound(f"no vote {feedback_id}")
+    return feedback
+
+
+def approve_vote(session: Session, feedback_id: int, actor: Actor) -> Feedback:
+    """The reviewer agrees with the vote: the answer is good (👍) or bad (👎) as voted."""
+    feedback = get_vote(session, feedback_id)
+    decide_review(session, feedback, PairStatus.approved, actor, "vote")
+    return feedback
+
+
+def reject_vote(session: Session, feedback_id: int, actor: Actor, *, reason: str = "") -> Feedback:
+    feedback = get_vote(session, feedback_id)
+    decide_review(session, feedback, PairStatus.rejected, actor, "vote", reason=reason)
+    return feedback
+
+
+def _teaching(query, include_pending: bool):
+    """Votes that may teach: approved ones (and, per the setting, pending ones too), on stored answers."""
+    statuses = [PairStatus.approved, PairStatus.pending] if include_pending else [PairStatus.approved]
+    return VoteFilter(status=None).apply(query).where(Feedback.status.in_(statuses), Interaction.answer != "")
+
+
+def teaching_votes(session: Session, *, include_pending: bool = False) -> list[Feedback]:
+    """Oldest first, each with its interaction loaded."""
+    query = select(Feedback).options(joinedload(Feedback.interaction)).order_by(Feedback.id)
+    return list(session.scalars(_teaching(query, include_pending)))
+
+
+def count_teaching_votes_since(session: Session, since: datetime | None, *, include_pending: bool = False) -> int:
+    """Votes that may teach, cast, changed or reviewed after `since` (a review or a change updates the row)."""
+    query = _teaching(select(func.count(Feedback.id)), include_pending)
+    if since is not None:
+        query = query.where(Feedback.updated_at > since)
+    return session.scalar(query) or 0

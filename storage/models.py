@@ -69,8 +69,10 @@ class PairStatus(str, enum.Enum):
 
 
 class RunKind(str, enum.Enum):
+    # Stored as a plain VARCHAR(20) without a CHECK constraint (_enum): a new kind needs no migration.
     dpo = "dpo"
     sft = "sft"
+    kto = "kto"  # unpaired 👍/👎 (and approved pairs) as desirable / undesirable examples
 
 
 class RunStatus(str, enum.Enum):
@@ -155,13 +157,21 @@ class Interaction(Base):
 
 class Feedback(Base):
     __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("interaction_id", "user_id", name="uq_feedback_interaction_user"),)
+    __table_args__ = (
+        UniqueConstraint("interaction_id", "user_id", name="uq_feedback_interaction_user"),
+        Index("ix_feedback_status_id", "status", "id"),  # the votes review queue: newest first by status
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     interaction_id: Mapped[int] = mapped_column(ForeignKey("interaction.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
     vote: Mapped[Vote] = mapped_column(_enum(Vote))
     comment: Mapped[str | None] = mapped_column(Text)
+    # Reviewed like a pair before it may teach a KTO run; a changed vote waits for review again.
+    status: Mapped[PairStatus] = mapped_column(
+        _enum(PairStatus), default=PairStatus.pending, server_default=PairStatus.pending.value)
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -210,6 +220,7 @@ class DatasetSnapshot(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     pair_ids: Mapped[list[Any]] = mapped_column(default=list)
+    feedback_ids: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # votes in a KTO snapshot
     train_count: Mapped[int] = mapped_column(Integer)
     eval_count: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(1024))

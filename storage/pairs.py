@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from storage.audit import record_event
 from storage.errors import InvalidInput, NotFound
 from storage.models import PairSource, PairStatus, PreferencePair, utcnow
-from storage.states import transition
+from storage.review import decide_review, newest_first
 from storage.users import Actor, Role, require_role
 
 
@@ -107,10 +107,7 @@ def list_pairs(
     session: Session, flt: PairFilter = PairFilter(), *, limit: int = 50, before_id: int | None = None
 ) -> list[PreferencePair]:
     """Newest first, keyset-paginated by id (pass the last id seen as `before_id`): fast at 100k+ rows."""
-    query = flt.apply(select(PreferencePair)).order_by(PreferencePair.id.desc()).limit(limit)
-    if before_id is not None:
-        query = query.where(PreferencePair.id < before_id)
-    return list(session.scalars(query))
+    return newest_first(session, flt.apply(select(PreferencePair)), PreferencePair.id, limit, before_id)
 
 
 def count_pairs(session: Session, flt: PairFilter = PairFilter()) -> int:
@@ -124,26 +121,16 @@ def approve_pair(session: Session, pair_id: int, actor: Actor, *, chosen: str | 
     edited = chosen is not None and chosen.strip() != pair.chosen.strip()
     if edited:
         validate_pair(pair.prompt, chosen, pair.rejected)
-    transition(pair, PairStatus.approved, f"pair {pair_id}")
+    decide_review(session, pair, PairStatus.approved, actor, "preference_pair", edited=edited)
     if edited:
         pair.original_chosen, pair.chosen = pair.chosen, chosen
-    pair.reviewer, pair.reviewed_at = actor.name, utcnow()
-    record_event(session, actor.name, "approve", "preference_pair", pair_id, edited=edited, **_decided(pair))
     return pair
 
 
 def reject_pair(session: Session, pair_id: int, actor: Actor, *, reason: str = "") -> PreferencePair:
-    require_role(actor, Role.reviewer)
     pair = get_pair(session, pair_id)
-    transition(pair, PairStatus.rejected, f"pair {pair_id}")
-    pair.reviewer, pair.reviewed_at = actor.name, utcnow()
-    record_event(session, actor.name, "reject", "preference_pair", pair_id, reason=reason, **_decided(pair))
+    decide_review(session, pair, PairStatus.rejected, actor, "preference_pair", reason=reason)
     return pair
-
-
-def _decided(pair: PreferencePair) -> dict[str, Any]:
-    """The audit's before -> after of a review decision (only a pending pair can be decided)."""
-    return {"before": {"status": PairStatus.pending.value}, "after": {"status": pair.status.value}}
 
 
 def approved_pairs(session: Session, *, since: datetime | None = None) -> list[PreferencePair]:
