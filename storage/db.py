@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,7 +85,7 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 _session_factories: WeakKeyDictionary[Engine, sessionmaker] = WeakKeyDictionary()
-_sqlite_writers: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+_sqlite_writers: WeakKeyDictionary[Engine, "_SqliteWriter"] = WeakKeyDictionary()
 
 
 @contextmanager
@@ -107,16 +109,46 @@ def read_scope(engine: Engine) -> Iterator[Session]:
             yield session
 
 
+class _SqliteWriter:
+    """SQLite runs one transaction at a time (they are all IMMEDIATE) and makes the others poll for its lock
+    with sleeps of up to 100 ms: under a burst of a hundred threads, or of several bot processes committing
+    at once, that is seconds of waiting. Writers queue here instead and are handed the turn at once: the
+    threads of this process on a lock, then the processes on an flock of a file beside the database (the
+    kernel wakes the next one; it frees the turn of a process that dies). A database in memory is this
+    process's alone."""
+
+    def __init__(self, database: str | None):
+        self._thread_lock = threading.RLock()
+        self._depth = 0  # nested scopes of the thread holding the turn
+        self._path = f"{database}.writer-lock" if database and database != ":memory:" else None
+        self._file, self._pid = None, 0
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._path:
+            fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc) -> None:
+        if self._depth == 1 and self._path:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._depth -= 1
+        self._thread_lock.release()
+
+    def _lock_file(self):
+        # Opened per process: a forked child sharing its parent's open file would share its lock too.
+        if self._pid != os.getpid():
+            self._file, self._pid = open(self._path, "a+b"), os.getpid()  # noqa: SIM115 - lives with the engine
+        return self._file
+
+
 def _one_writer(engine: Engine) -> contextlib.AbstractContextManager:
-    """SQLite runs one transaction at a time (they are all IMMEDIATE) and makes the others poll for the lock
-    with sleeps of up to 100 ms: under a burst of a hundred threads that is seconds of waiting. The threads
-    of one process queue on a lock instead, handed over at once; other processes still wait on SQLite's."""
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    lock = _sqlite_writers.get(engine)
-    if lock is None:
-        lock = _sqlite_writers.setdefault(engine, threading.RLock())
-    return lock
+    writer = _sqlite_writers.get(engine)
+    if writer is None:
+        writer = _sqlite_writers.setdefault(engine, _SqliteWriter(engine.url.database))
+    return writer
 
 
 def is_transient(exc: DBAPIError) -> bool:

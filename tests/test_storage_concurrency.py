@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
 import queue
 import time
 import traceback
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from storage.db import make_engine, session_scope
 from storage.interactions import complete_interaction, get_or_create_conversation, record_vote, start_interaction
@@ -122,4 +126,51 @@ def test_processes_writing_at_once_lose_and_double_nothing(database_url):
         statuses = sorted(v.status.value for v in session.scalars(select(ModelVersion)))
         assert statuses == ["active"] + ["retired"] * (PROCESSES - 1)
         assert lease_holder(session, "expired") == f"w{lease_winners['expired'][0]}"
+    engine.dispose()
+
+
+def hold_the_write_turn(url: str, holding, then: str) -> None:
+    """Store a vote inside a transaction, say so, then die in it ("die") or wait to be killed ("wait")."""
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        conversation = get_or_create_conversation(session, "slack", "T", "C", "uncommitted")
+        start_interaction(session, conversation, prompt("never committed"))
+        session.flush()
+        holding.set()
+        if then == "die":
+            time.sleep(0.5)
+            os._exit(3)
+        time.sleep(600)
+
+
+def test_sqlite_writers_of_all_processes_take_turns_on_one_lock_freed_when_the_holder_dies(sqlite_url):
+    """SQLite's own lock makes waiters poll with sleeps of up to 100 ms; the writer lock file beside the database
+    hands the turn over at once, and the kernel frees it with the process that held it."""
+    lock_path = make_url(sqlite_url).database + ".writer-lock"
+    ctx = multiprocessing.get_context("spawn")
+    holding = ctx.Event()
+    holder = ctx.Process(target=hold_the_write_turn, args=(sqlite_url, holding, "wait"))
+    holder.start()
+    try:
+        assert holding.wait(60)
+        with open(lock_path, "a+b") as lock_file:  # the turn is taken: another process cannot have it now
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        holder.kill()
+        holder.join()
+
+    holding = ctx.Event()
+    dying = ctx.Process(target=hold_the_write_turn, args=(sqlite_url, holding, "die"))
+    dying.start()
+    assert holding.wait(60)
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as session:  # waits for the turn until the holder dies, then writes
+        conversation = get_or_create_conversation(session, "slack", "T", "C", "after")
+        start_interaction(session, conversation, prompt("committed"))
+    dying.join(timeout=30)
+    assert dying.exitcode == 3
+    with session_scope(engine) as session:
+        prompts = [i.prompt_messages[0]["content"] for i in session.scalars(select(Interaction))]
+    assert prompts == ["committed"]
     engine.dispose()
