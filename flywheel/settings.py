@@ -117,7 +117,18 @@ class Settings(BaseSettings):
     )
 
     # --- training ----------------------------------------------------------------------
-    min_new_pairs: int = Field(32, ge=1, description="Approved pairs since the last run that start a new run.")
+    min_new_pairs: int = Field(32, ge=1, description="Approved pairs since the last run that start a new (DPO) run.")
+    min_new_votes: int = Field(
+        64, ge=0, description="With fewer new approved pairs than FLYWHEEL_MIN_NEW_PAIRS: votes that may teach, cast "
+        "or reviewed since the last run, that start a KTO run instead (0: the scheduler never starts KTO).",
+    )
+    kto_pending_votes: bool = Field(
+        False, description="Votes nobody reviewed teach KTO runs too (rejected votes never do); off: only approved votes.",
+    )
+    kto_pairs: bool = Field(
+        True, description="Approved pairs teach KTO runs too (chosen answer desirable, rejected undesirable); a vote "
+        "on an answer a pair already holds then counts once.",
+    )
     min_interval_minutes: float = Field(60, ge=0, description="Least time between two scheduled runs.")
     scheduler_interval_s: float = Field(60, gt=0, description="How often the scheduler checks.")
     heartbeat_timeout_s: float = Field(300, gt=0, description="A running run silent this long is marked failed.")
@@ -131,7 +142,7 @@ class Settings(BaseSettings):
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     lora_target_modules: str = Field("q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names.")
-    dpo_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO (and KTO) beta: how far the policy may move from the reference.")
     sft_weight: float = Field(1.0, ge=0, description="Weight of the SFT loss on chosen answers beside DPO's.")
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3, gt=0, description="Passes over the training split.")

@@ -20,16 +20,16 @@ ACTIVE_RUN_STATUSES = (RunStatus.queued, RunStatus.running)
 
 def get_or_create_snapshot(
     session: Session, content_hash: str, pair_ids: list[int], train_count: int, eval_count: int, path: str,
-    dropped: dict[str, int] | None = None,
+    dropped: dict[str, int] | None = None, feedback_ids: list[int] | None = None,
 ) -> DatasetSnapshot:
     """Snapshots are immutable and content-addressed: the same hash returns the stored one. `dropped`: approved
-    pairs left out, by reason."""
+    pairs (and votes) left out, by reason; `feedback_ids`: the votes in a KTO snapshot."""
     found = session.scalar(select(DatasetSnapshot).where(DatasetSnapshot.content_hash == content_hash))
     if found:
         return found
     snapshot = DatasetSnapshot(
         content_hash=content_hash, pair_ids=pair_ids, train_count=train_count, eval_count=eval_count, path=path,
-        dropped=dropped or {},
+        dropped=dropped or {}, feedback_ids=feedback_ids or [],
     )
     session.add(snapshot)
     session.flush()

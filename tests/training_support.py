@@ -10,7 +10,8 @@ import pytest
 from flywheel.settings import Settings, load_settings
 from sqlalchemy import Engine
 from storage.db import make_engine, session_scope, upgrade
-from storage.models import PairSource, RunKind
+from storage.interactions import approve_vote, complete_interaction, get_or_create_conversation, record_vote, start_interaction
+from storage.models import PairSource, RunKind, Vote
 from storage.pairs import approve_pair, create_pair
 from storage.runs import queue_run
 from storage.users import SYSTEM
@@ -39,6 +40,27 @@ def add_approved_pairs(engine, records: list[dict]) -> list[int]:
 def add_command_pairs(engine, count: int) -> list[int]:
     """`count` approved pairs: the exact command in backticks (chosen) vs a vague answer (rejected)."""
     return add_approved_pairs(engine, synthetic_pairs(count))
+
+
+def add_voted_answers(engine, count: int, *, approve: bool = True) -> list[int]:
+    """`count` answered questions, one each (no vote contrast, so no pair): every other one answered with the
+    exact command and voted 👍, the others answered vaguely and voted 👎. Returns the votes' ids."""
+    ids = []
+    for n, record in enumerate(synthetic_pairs(count)):
+        good = n % 2 == 0
+        answer = record["chosen" if good else "rejected"][0]["content"]
+        with session_scope(engine) as session:
+            conversation = get_or_create_conversation(session, "slack", "T1", "C1", f"{n}.0")
+            interaction = start_interaction(session, conversation, record["prompt"], user_id="U1")
+            session.flush()
+            complete_interaction(session, interaction.id, answer=answer, served_model="base", model_version_id=None,
+                                 latency_ms=1.0)
+            feedback, pairs = record_vote(session, interaction.id, "U2", Vote.up if good else Vote.down)
+            assert pairs == []
+            if approve:
+                approve_vote(session, feedback.id, SYSTEM)
+            ids.append(feedback.id)
+    return ids
 
 
 def queue_dpo(engine, overrides: dict | None = None) -> int:

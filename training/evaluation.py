@@ -1,4 +1,5 @@
-"""Held-out evaluation of adapters from log-probabilities: preference accuracy, DPO reward margin, perplexity.
+"""Held-out evaluation of adapters from log-probabilities: preference accuracy, DPO reward margin, perplexity
+(for a KTO run's held-out examples, their counterparts: example_metrics).
 
 - reward_accuracy / reward_margin: DPO's implicit reward beta * (log p_model - log p_base), chosen minus
   rejected, with the base model as the common reference, so the active version and a candidate trained
@@ -130,13 +131,19 @@ def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_
     return [answer.strip() for answer in answers]
 
 
+def preferred_answers(records: list[dict]) -> list[tuple[list[dict], str]]:
+    """(prompt, the answer people preferred): a pair's chosen answer, or a desirable KTO example's completion."""
+    return [(r["prompt"], completion_text(r["chosen"] if "chosen" in r else r["completion"]))
+            for r in records if r.get("label", True)]
+
+
 def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[str, Any]:
     """answer_metrics of the version's greedy answers, and the answers (with prompt and chosen answer)."""
-    records = records[:GENERATED_PROMPTS]
-    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in records], progress)
-    chosen = [completion_text(r["chosen"]) for r in records]
-    held_out = [{"prompt": last_user_message(r["prompt"]), "chosen": c, "answer": a}
-                for r, c, a in zip(records, chosen, answers)]
+    preferred = preferred_answers(records)[:GENERATED_PROMPTS]
+    answers = greedy_answers(model, tokenizer, [prompt for prompt, _ in preferred], progress)
+    chosen = [answer for _, answer in preferred]
+    held_out = [{"prompt": last_user_message(p), "chosen": c, "answer": a}
+                for (p, c), a in zip(preferred, answers)]
     return {**answer_metrics(answers, chosen), "general_knowledge": general_knowledge(model, tokenizer, progress),
             "held_out_answers": held_out}
 
@@ -174,6 +181,39 @@ def preference_metrics(policy: LogProbs, reference: LogProbs, beta: float) -> di
     }
 
 
+def example_logps(model, tokenizer, records: list[dict], max_length: int, progress, batch_size: int = 8) -> tuple:
+    """(summed completion log-probs, token counts) of KTO examples."""
+    items = [encode(tokenizer, r["prompt"], completion_text(r["completion"]), max_length) for r in records]
+    return sequence_logps(model, tokenizer, items, batch_size, progress)
+
+
+def mean_or_zero(values: torch.Tensor) -> float:
+    return float(values.mean()) if len(values) else 0.0
+
+
+def example_metrics(policy: tuple, reference: tuple, labels: torch.Tensor, beta: float) -> dict[str, float]:
+    """KTO's counterpart of the preference metrics on held-out examples, from the implicit reward
+    beta * (log p_model - log p_base) of each: reward_accuracy is the share whose reward has its label's sign
+    (up for a desirable answer, down for an undesirable one), reward_margin the desirable examples' mean
+    reward minus the undesirable ones', chosen_perplexity that of the desirable answers."""
+    rewards = beta * (policy[0] - reference[0])
+    right = torch.where(labels, rewards > 0, rewards < 0)
+    margin = mean_or_zero(rewards[labels]) - mean_or_zero(rewards[~labels])
+    metrics = {"reward_accuracy": float(right.float().mean()), "reward_margin": margin, "pairs": len(rewards),
+               "desirable": int(labels.sum())}
+    if labels.any():
+        metrics["chosen_perplexity"] = math.exp(-float(policy[0][labels].sum()) / max(int(policy[1][labels].sum()), 1))
+    return metrics
+
+
+def scorer(records: list[dict]) -> tuple[Callable, Callable]:
+    """(log-probs of a version, its metrics against the base's) for held-out pairs, or for KTO's examples."""
+    if "label" not in records[0]:
+        return pair_logps, preference_metrics
+    labels = torch.tensor([bool(r["label"]) for r in records])
+    return example_logps, lambda policy, reference, beta: example_metrics(policy, reference, labels, beta)
+
+
 def score_versions(
     model_dir: Path, adapters: dict[str, Path | None], records: Iterable[dict], cfg: TrainConfig,
     progress: Callable[[], Any] = lambda: None,
@@ -185,12 +225,13 @@ def score_versions(
     # The base as the run trained it (4-bit for QLoRA): every version is scored on it, so the numbers stay
     # comparable, and a QLoRA run's process never holds the model in bf16 (8B: 16 GB instead of 5.5).
     model, tokenizer = load_base_model(model_dir, cfg).eval(), load_tokenizer(model_dir)
-    reference = pair_logps(model, tokenizer, records, cfg.max_length, progress)
+    logps, metrics = scorer(records)
+    reference = logps(model, tokenizer, records, cfg.max_length, progress)
     results = {}
     for name, path in adapters.items():
         if path is None:
             with _adapters_off(model):
-                results[name] = {**preference_metrics(reference, reference, cfg.beta),
+                results[name] = {**metrics(reference, reference, cfg.beta),
                                  **generation_metrics(model, tokenizer, records, progress)}
             continue
         if isinstance(model, PeftModel):
@@ -198,8 +239,8 @@ def score_versions(
         else:
             model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
         model.set_adapter(name)
-        policy = pair_logps(model, tokenizer, records, cfg.max_length, progress)
-        results[name] = {**preference_metrics(policy, reference, cfg.beta),
+        policy = logps(model, tokenizer, records, cfg.max_length, progress)
+        results[name] = {**metrics(policy, reference, cfg.beta),
                          **generation_metrics(model, tokenizer, records, progress)}
     return results
 

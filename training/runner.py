@@ -29,6 +29,8 @@ from training.dpo import train_dpo
 from training.evaluation import BASE, score_versions, side_by_side
 from training.gate import decide
 from training.judge import judge_versions
+from training.kto import train_kto
+from training.kto_examples import build_kto_snapshot
 from training.modeling import require_gpu_room
 from training.model_card import write_model_card
 from training.regression import answer_regression_prompts
@@ -39,7 +41,8 @@ from training.tracking import RunTracker, mirror_registry, start_tracking
 from training.trainer import TrainResult
 
 log = logging.getLogger("flywheel.training")
-TRAINERS = {RunKind.dpo: train_dpo, RunKind.sft: train_sft}
+TRAINERS = {RunKind.dpo: train_dpo, RunKind.sft: train_sft, RunKind.kto: train_kto}
+SNAPSHOTS = {RunKind.dpo: build_snapshot, RunKind.sft: build_snapshot, RunKind.kto: build_kto_snapshot}
 CANDIDATE = "candidate"
 
 
@@ -66,7 +69,7 @@ def total_steps(examples: int, cfg: TrainConfig, processes: int = 1) -> int:
 
 
 def prepare(settings, engine: Engine, run_id: int) -> RunPlan:
-    """Snapshot the approved pairs (fails here, before any training, if they cannot train).
+    """Snapshot the approved pairs (KTO: the votes and pairs; fails here, before any training, if they cannot train).
 
     Under `accelerate launch` rank 0 builds and attaches the snapshot first; the other ranks then read
     the run's snapshot, so every rank trains on the same pairs even if more were approved meanwhile.
@@ -76,7 +79,7 @@ def prepare(settings, engine: Engine, run_id: int) -> RunPlan:
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         config = TrainConfig.from_settings(settings, **run.config.get("overrides", {}))
-        snapshot = build_snapshot(session, settings) if main else run.snapshot
+        snapshot = SNAPSHOTS[run.kind](session, settings) if main else run.snapshot
         dataset = load_snapshot(snapshot)
         if main:
             steps = total_steps(len(dataset["train"]), config, state.num_processes)

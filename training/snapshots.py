@@ -61,14 +61,18 @@ def comparable(text: str) -> str:
     return normalise(text).strip(" .!?")
 
 
+def length_reason(answers: tuple[str, ...], min_chars: int, max_chars: int) -> str | None:
+    if any(len(answer) < min_chars for answer in answers):
+        return f"answer shorter than {min_chars} characters"
+    if any(len(answer) > max_chars for answer in answers):
+        return f"answer longer than {max_chars} characters"
+    return None
+
+
 def degenerate_reason(chosen: str, rejected: str, min_chars: int, max_chars: int) -> str | None:
     if comparable(chosen) == comparable(rejected):
         return "chosen equals rejected"
-    if len(chosen) < min_chars or len(rejected) < min_chars:
-        return f"answer shorter than {min_chars} characters"
-    if len(chosen) > max_chars or len(rejected) > max_chars:
-        return f"answer longer than {max_chars} characters"
-    return None
+    return length_reason((chosen, rejected), min_chars, max_chars)
 
 
 def clean_pairs(pairs: list[PreferencePair], settings) -> CleanPairs:
@@ -130,13 +134,19 @@ def build_snapshot(session: Session, settings) -> DatasetSnapshot:
     clean = clean_pairs(pairs, settings)
     if not clean.records:
         raise SnapshotError(f"all {len(pairs)} approved pairs are unusable ({describe_drops(clean.dropped)})")
-    splits = split_records(clean.records, settings.eval_fraction)
+    return store_snapshot(session, settings, clean.records, clean.pair_ids, clean.dropped)
+
+
+def store_snapshot(session: Session, settings, records: list[dict], pair_ids: list[int], dropped: dict[str, int],
+                   feedback_ids: list[int] | None = None) -> DatasetSnapshot:
+    """Split the cleaned records, write them once under their content hash and record the snapshot."""
+    splits = split_records(records, settings.eval_fraction)
     content_hash = sha256(canonical(splits))
     path = settings.home / "snapshots" / content_hash[:16]
     write_dataset(splits, path)
     return get_or_create_snapshot(
-        session, content_hash, sorted(clean.pair_ids), len(splits["train"]), len(splits["eval"]), str(path),
-        clean.dropped,
+        session, content_hash, sorted(pair_ids), len(splits["train"]), len(splits["eval"]), str(path), dropped,
+        sorted(feedback_ids or []),
     )
 
 
