@@ -1,4 +1,4 @@
-"""The scheduler: start a run when enough new approved pairs wait, reap dead runs, keep vLLM in sync.
+"""The scheduler: start a run when enough new approved pairs (DPO) or votes (KTO) wait, reap dead runs, keep vLLM in sync.
 
 APScheduler 3 runs the jobs, with its SQLAlchemy job store on Flywheel's own database, so the job
 schedule survives restarts and late jobs after downtime coalesce into one run. Exactly one
@@ -21,6 +21,7 @@ from sqlalchemy import Engine, inspect
 
 from storage.db import get_engine, session_scope
 from storage.errors import InvalidInput
+from storage.interactions import count_teaching_votes_since
 from storage.leases import acquire_lease, release_lease
 from storage.models import RunKind, RunStatus, utcnow
 from storage.pairs import count_approved_since
@@ -38,18 +39,32 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None
 _leader: FlywheelScheduler | None = None  # the instance of this process that holds the lease
 
 
-def why_not_start(session, settings) -> str | None:
-    """None when a run is due; otherwise the reason it is not."""
+def next_run(session, settings) -> tuple[RunKind | None, str]:
+    """(the kind of run due, why), or (None, why none is). The rule: DPO when at least `min_new_pairs` pairs were
+    approved since the last run started; otherwise KTO when at least `min_new_votes` votes that may teach (see
+    `kto_pending_votes`) were cast, changed or reviewed since then (never with `min_new_votes` 0)."""
     running = active_run(session)
     if running is not None:
-        return f"run {running.id} is {running.status.value}"
+        return None, f"run {running.id} is {running.status.value}"
     last = last_started_at(session)
     if last is not None and utcnow() - last < timedelta(minutes=settings.min_interval_minutes):
-        return f"the last run started less than {settings.min_interval_minutes:g} min ago"
-    new = count_approved_since(session, last)
-    if new < settings.min_new_pairs:
-        return f"{new} new approved pair(s), {settings.min_new_pairs} needed"
-    return None
+        return None, f"the last run started less than {settings.min_interval_minutes:g} min ago"
+    pairs = count_approved_since(session, last)
+    why_not = f"{pairs} new approved pair(s), {settings.min_new_pairs} needed"
+    if pairs >= settings.min_new_pairs:
+        return RunKind.dpo, f"{pairs} new approved pair(s)"
+    if not settings.min_new_votes:
+        return None, why_not
+    votes = count_teaching_votes_since(session, last, include_pending=settings.kto_pending_votes)
+    if votes >= settings.min_new_votes:
+        return RunKind.kto, f"{votes} new vote(s) to learn from and too few pairs ({why_not})"
+    return None, f"{why_not}; {votes} new vote(s), {settings.min_new_votes} needed for KTO"
+
+
+def why_not_start(session, settings) -> str | None:
+    """None when a run is due; otherwise the reason it is not."""
+    kind, reason = next_run(session, settings)
+    return None if kind else reason
 
 
 def fail_unstarted_runs(session, timeout_s: float) -> None:
@@ -162,19 +177,19 @@ class FlywheelScheduler:
     # --- the jobs ------------------------------------------------------------------------------
     def maybe_start_run(self) -> int | None:
         with session_scope(self.engine) as session:
-            reason = why_not_start(session, self.settings)
-        if reason is not None:
+            kind, reason = next_run(session, self.settings)
+        if kind is None:
             log.debug("no run: %s", reason)
             SCHEDULER_CHECKS.labels("not_due").inc()
             return None
         try:
-            run_id = start_run_now(self.settings, SCHEDULER_ACTOR, RunKind.dpo)
+            run_id = start_run_now(self.settings, SCHEDULER_ACTOR, kind)
         except InvalidInput as exc:  # another run was queued a moment ago
             log.info("no run: %s", exc)
             SCHEDULER_CHECKS.labels("not_due").inc()
             return None
         SCHEDULER_CHECKS.labels("started").inc()
-        log.info("started run %s", run_id)
+        log.info("started %s run %s: %s", kind.value, run_id, reason)
         return run_id
 
     def reap(self) -> None:

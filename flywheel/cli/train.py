@@ -17,7 +17,7 @@ from storage.errors import StorageError
 from storage.models import RunKind
 from storage.users import SYSTEM
 
-train_app = typer.Typer(help="Training runs (DPO / SFT).", no_args_is_help=True)
+train_app = typer.Typer(help="Training runs (DPO / SFT / KTO).", no_args_is_help=True)
 
 
 def _require_migrated_db() -> None:
@@ -50,8 +50,8 @@ def run(
 
 
 @train_app.command("now")
-def now(kind: RunKind = typer.Option(RunKind.dpo, help="dpo or sft.")) -> None:
-    """Start a run now on the approved pairs, in its own process."""
+def now(kind: RunKind = typer.Option(RunKind.dpo, help="dpo, sft, or kto (approved votes, and pairs).")) -> None:
+    """Start a run now on the approved pairs (kto: votes too), in its own process."""
     from training.launcher import start_run_now
 
     _require_migrated_db()
