@@ -123,3 +123,40 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def badge(status: Any) -> str:
     value = getattr(status, "value", status)
     return STATUS_BADGE.get(value, value)
+
+
+def page_cursor(flt: Any, prefix: str = "") -> list[int | None]:
+    """The `before_id` of each page seen so far (keyset pagination); a new filter starts over."""
+    if st.session_state.get(f"{prefix}cursor_filter") != flt:
+        st.session_state[f"{prefix}cursor_filter"], st.session_state[f"{prefix}cursors"] = flt, [None]
+    return st.session_state[f"{prefix}cursors"]
+
+
+def pager(cursors: list[int | None], items: list, size: int, prefix: str = "") -> None:
+    """Newer / Older buttons over keyset pages of `items` (anything with an id), and the page size."""
+    prev_col, next_col, size_col = st.columns([1, 1, 4])
+    if prev_col.button("← Newer", disabled=len(cursors) == 1, key=f"{prefix}newer"):
+        cursors.pop()
+        st.rerun()
+    if next_col.button("Older →", disabled=len(items) < size, key=f"{prefix}older"):
+        cursors.append(items[-1].id)
+        st.rerun()
+    size_col.selectbox("Per page", [10, 25, 50], key=f"{prefix}page_size", label_visibility="collapsed")
+
+
+def select_bar(items: list, prefix: str, decide: Callable[[list[int], bool], None]) -> None:
+    """Select page / Clear, and Approve / Reject the selected items (checkboxes keyed `{prefix}sel_{id}`)."""
+    selected = [i.id for i in items if st.session_state.get(f"{prefix}sel_{i.id}")]
+
+    def select_all(value: bool) -> None:
+        for i in items:
+            st.session_state[f"{prefix}sel_{i.id}"] = value
+
+    cols = st.columns([1.2, 1.2, 1.6, 1.6, 3])
+    cols[0].button("Select page", on_click=select_all, args=(True,), key=f"{prefix}select_all")
+    cols[1].button("Clear", on_click=select_all, args=(False,), key=f"{prefix}select_none")
+    if cols[2].button(f"Approve selected ({len(selected)})", disabled=not selected, key=f"{prefix}bulk_approve",
+                      type="primary"):
+        decide(selected, True)
+    if cols[3].button(f"Reject selected ({len(selected)})", disabled=not selected, key=f"{prefix}bulk_reject"):
+        decide(selected, False)

@@ -1,4 +1,5 @@
-"""Review queue: pending pairs newest first, filtered and keyset-paginated; approve, edit, reject, in bulk."""
+"""Review queue: pending pairs newest first, filtered and keyset-paginated; approve, edit, reject, in bulk.
+The votes (which teach KTO runs) are reviewed in their own section of the page (dashboard/vote_review.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import streamlit as st
 
 from dashboard.auth import current_actor
 from dashboard.queries import act, read
-from dashboard.widgets import ago, date_range, side_by_side, thread
+from dashboard.vote_review import votes_section
+from dashboard.widgets import ago, date_range, page_cursor, pager, select_bar, side_by_side, thread
 from storage.models import PairSource, PairStatus, PreferencePair
 from storage.pairs import PairFilter, approve_pair, count_pairs, list_pairs, reject_pair
 
 actor = current_actor()
 st.title("Review queue")
+if st.segmented_control("Review", ["Pairs", "Votes"], default="Pairs", key="review_what",
+                        label_visibility="collapsed") == "Votes":
+    votes_section(actor)
+    st.stop()
 
 
 def read_filter() -> PairFilter:
@@ -25,13 +31,6 @@ def read_filter() -> PairFilter:
     text = st.text_input("Search", placeholder="words in the prompt or answers", key="f_text").strip()
     return PairFilter(status=status, source=source, channel_id=channel or None, since=since, until=until,
                       text=text or None)
-
-
-def page_cursor(flt: PairFilter) -> list[int | None]:
-    """The `before_id` of each page seen so far (keyset pagination); a new filter starts over."""
-    if st.session_state.get("cursor_filter") != flt:
-        st.session_state.cursor_filter, st.session_state.cursors = flt, [None]
-    return st.session_state.cursors
 
 
 def decide(pair_ids: list[int], approve: bool, edits: dict[int, str] | None = None) -> None:
@@ -84,19 +83,10 @@ def show_pair(pair: PreferencePair) -> None:
 
 
 def bulk_bar(pairs: list[PreferencePair]) -> None:
-    selected = [p.id for p in pairs if st.session_state.get(f"sel_{p.id}")]
+    def decide_selected(pair_ids: list[int], approve: bool) -> None:  # an approval keeps the reviewer's edits
+        decide(pair_ids, approve, {p.id: e for p in pairs if p.id in pair_ids and (e := edited_chosen(p))})
 
-    def select_all(value: bool) -> None:
-        for p in pairs:
-            st.session_state[f"sel_{p.id}"] = value
-
-    cols = st.columns([1.2, 1.2, 1.6, 1.6, 3])
-    cols[0].button("Select page", on_click=select_all, args=(True,), key="select_all")
-    cols[1].button("Clear", on_click=select_all, args=(False,), key="select_none")
-    if cols[2].button(f"Approve selected ({len(selected)})", disabled=not selected, key="bulk_approve", type="primary"):
-        decide(selected, True, {p.id: e for p in pairs if p.id in selected and (e := edited_chosen(p))})
-    if cols[3].button(f"Reject selected ({len(selected)})", disabled=not selected, key="bulk_reject"):
-        decide(selected, False)
+    select_bar(pairs, "", decide_selected)
 
 
 flt = read_filter()
@@ -113,11 +103,4 @@ elif flt.status is PairStatus.pending:
 for pair in pairs:
     show_pair(pair)
 
-prev_col, next_col, size_col = st.columns([1, 1, 4])
-if prev_col.button("← Newer", disabled=page_number == 1, key="newer"):
-    cursors.pop()
-    st.rerun()
-if next_col.button("Older →", disabled=len(pairs) < size, key="older"):
-    cursors.append(pairs[-1].id)
-    st.rerun()
-size_col.selectbox("Per page", [10, 25, 50], key="page_size", label_visibility="collapsed")
+pager(cursors, pairs, size)

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard.auth import current_actor, is_admin
 from dashboard.queries import act, current_settings, perform, read
 from dashboard.widgets import ago, badge, confirm_button, scalar_metrics, when
-from storage.models import DatasetSnapshot, RunStatus, TrainingRun
+from storage.models import DatasetSnapshot, RunKind, RunStatus, TrainingRun
 from storage.runs import describe_drops, get_run, list_runs, request_cancel, run_metrics
 from training.tracking import mlflow_location, run_link
 
@@ -23,19 +23,27 @@ LOG_TAIL_BYTES = 20_000
 st.title("Training")
 
 
-def start_now() -> None:
+# What each kind of run learns from, as the confirmation asks it.
+KIND_DATA = {RunKind.dpo: "the approved pairs", RunKind.sft: "the approved pairs' chosen answers",
+             RunKind.kto: "the approved votes (and pairs)"}
+
+
+def start_now(kind: RunKind) -> None:
     from training.launcher import start_run_now  # imports torch (seconds): only when an admin starts a run
 
-    perform(lambda: f"Run #{start_run_now(current_settings(), actor)} started.")
+    perform(lambda: f"{kind.value.upper()} run #{start_run_now(current_settings(), actor, kind)} started.")
 
 
 if is_admin(actor):
-    confirm_button(":material/play_arrow: Start a run now", "start_run", start_now,
-                   question="Snapshot the approved pairs and start a DPO run now?")
+    kind_col, start_col = st.columns([1, 4], vertical_alignment="bottom")
+    kind = kind_col.selectbox("Kind", list(RunKind), format_func=lambda k: k.value.upper(), key="run_kind")
+    with start_col:
+        confirm_button(":material/play_arrow: Start a run now", "start_run", lambda: start_now(kind),
+                       question=f"Snapshot {KIND_DATA[kind]} and start a {kind.value.upper()} run now?")
 
 runs = read(lambda s: list_runs(s, limit=50))
 if not runs:
-    st.info("No training run yet. The scheduler starts one when enough approved pairs have accumulated.")
+    st.info("No training run yet. The scheduler starts one when enough approved pairs (or votes) have accumulated.")
     st.stop()
 
 
