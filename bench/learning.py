@@ -1,17 +1,18 @@
 """What a run teaches, method against method: one chat-ops scenario and one team's feedback, trained several
 ways on the same approved pairs and budget, each candidate judged by what it says.
 
-    python -m bench.learning                                  # dpo and dpo+sft, the bundled model, 2 CPU cores
+    python -m bench.learning                                  # dpo, dpo+sft and kto, the bundled model, 2 CPU cores
     python -m bench.learning --methods dpo+sft --judge-url http://gpu-box:8000/v1
 
 A fresh demo database (training/demo.py: the scenario asked to the real vLLM, the team's votes and better
-answers, the pairs approved), then one run per method through the real path (`start_run_now`: its own
-process, snapshot, training, evaluation, gate), each from the base model with the demo's training settings.
+answers, the pairs and the votes approved), then one run per method through the real path (`start_run_now`: its
+own process, snapshot, training, evaluation, gate), each from the base model with the demo's training settings.
+KTO learns from the votes only: the 👍 / 👎 labels on the bot's answers, without the better answers' text.
 Reported per method: the run's wall time and steps; the evaluation's figures for the candidate and the base
 on the held-out pairs (preference accuracy, chosen perplexity, and of the greedy answers the key-content
 share, ROUGE-L, mean length, general knowledge, the judge's win rate with --judge-url); and through vLLM, how
 many of the scenario's held-out question families (never asked before) the candidate answers with the exact
-command. KTO from votes alone is not a method yet (issue 16).
+command.
 """
 
 from __future__ import annotations
@@ -20,20 +21,33 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flywheel.settings import load_settings
 from serving.adapters import load_adapter
 from storage.db import get_engine, session_scope, upgrade
+from storage.models import RunKind
 from storage.registry import get_version
 from training.demo import (
-    ADMIN, answer_all, approve_pending, demo_settings, fresh_home, load_scenario, model_server, react_all,
-    registered_version, wait_for_run,
+    ADMIN, answer_all, approve_pending, approve_votes, demo_settings, fresh_home, load_scenario, model_server,
+    react_all, registered_version, wait_for_run,
 )
 from training.launcher import start_run_now
 
-METHODS = {"dpo": {"sft_weight": 0.0}, "dpo+sft": {"sft_weight": 1.0}}
+
+@dataclass(frozen=True)
+class Method:
+    kind: RunKind
+    overrides: dict[str, Any]  # training settings of the run (TrainConfig)
+    settings: dict[str, Any] = field(default_factory=dict)  # Flywheel settings the run's process sees
+
+
+# KTO from votes only: the team's 👍 / 👎 as approved votes, without the better answers' text (kto_pairs off);
+# kto+pairs: KTO on the approved pairs too (the default), the same data as DPO's.
+METHODS = {"dpo": Method(RunKind.dpo, {"sft_weight": 0.0}), "dpo+sft": Method(RunKind.dpo, {"sft_weight": 1.0}),
+           "kto": Method(RunKind.kto, {}, {"kto_pairs": False}), "kto+pairs": Method(RunKind.kto, {})}
 FIGURES = ("reward_accuracy", "chosen_perplexity", "key_content_share", "rouge_l", "mean_answer_chars",
            "general_knowledge", "judge_win_rate")
 
@@ -43,10 +57,11 @@ def quiet(*_args) -> None:
 
 
 def run_method(settings, engine, name: str, held_out: list, first: int) -> dict[str, Any]:
-    started = time.monotonic()
-    run_id = start_run_now(settings, ADMIN, overrides=METHODS[name])
+    method, started = METHODS[name], time.monotonic()
+    run_id = start_run_now(settings.model_copy(update=method.settings), ADMIN, method.kind, overrides=method.overrides)
     status, metrics, reason, error = wait_for_run(settings, engine, run_id, quiet)
-    result = {"method": name, "overrides": METHODS[name], "run_id": run_id, "status": status.value,
+    result = {"method": name, "kind": method.kind.value, "overrides": method.overrides, "settings": method.settings,
+              "run_id": run_id, "status": status.value,
               "error": error, "gate": metrics.get("gate") or reason, "wall_s": round(time.monotonic() - started, 1),
               "steps": metrics.get("steps"), "candidate": {k: metrics[k] for k in FIGURES if k in metrics},
               "base": {k: v for k, v in metrics.get("incumbent", {}).items() if k in FIGURES}}
@@ -63,7 +78,7 @@ def run_method(settings, engine, name: str, held_out: list, first: int) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="dpo,dpo+sft", help=f"Comma-separated, of {sorted(METHODS)}.")
+    parser.add_argument("--methods", default="dpo,dpo+sft,kto", help=f"Comma-separated, of {sorted(METHODS)}.")
     parser.add_argument("--judge-url", default="", help="An OpenAI-compatible endpoint whose model judges the answers.")
     parser.add_argument("--home", type=Path, help="The bench's demo home (default: a new temporary folder).")
     parser.add_argument("--out", type=Path, default=Path("bench-learning.json"))
@@ -81,7 +96,7 @@ def main() -> None:
         answered = answer_all(settings, engine, feedback_items + held_out, quiet, "asking")
         before = [a for _, a in answered[len(feedback_items):]]
         report["feedback"] = vars(react_all(engine, feedback_items, answered[:len(feedback_items)]))
-        report["approved_pairs"] = approve_pending(engine)
+        report["approved_pairs"], report["approved_votes"] = approve_pending(engine), approve_votes(engine)
         report["base_held_out_families_with_the_command"] = sum(i.answered_by(a.text) for i, a in zip(held_out, before))
         report["feedback_s"] = round(time.monotonic() - started, 1)
         report["methods"] = [run_method(settings, engine, name, held_out, len(scenario) * (n + 1))

@@ -28,7 +28,10 @@ from serving.client import Answer, answer
 from serving.engine import VLLMServer, is_ready
 from storage.db import get_engine, session_scope, upgrade
 from storage.errors import InvalidInput
-from storage.interactions import complete_interaction, get_or_create_conversation, record_alternative, record_vote, start_interaction
+from storage.interactions import (
+    VoteFilter, approve_vote, complete_interaction, get_or_create_conversation, list_votes, record_alternative,
+    record_vote, start_interaction,
+)
 from storage.models import PairStatus, RunStatus, Vote
 from storage.pairs import PairFilter, approve_pair, list_pairs
 from storage.registry import get_version, list_versions, promote_version
@@ -217,6 +220,15 @@ def approve_pending(engine: Engine, reviewer: Actor = REVIEWER) -> int:
         pending = list_pairs(session, PairFilter(status=PairStatus.pending), limit=10_000)
         for pair in pending:
             approve_pair(session, pair.id, reviewer)
+        return len(pending)
+
+
+def approve_votes(engine: Engine, reviewer: Actor = REVIEWER) -> int:
+    """What a reviewer does in the review queue's Votes section: approve each pending vote."""
+    with session_scope(engine) as session:
+        pending = list_votes(session, VoteFilter(status=PairStatus.pending), limit=10_000)
+        for vote in pending:
+            approve_vote(session, vote.id, reviewer)
         return len(pending)
 
 
