@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from flywheel.settings import Settings
 from serving.adapters import loaded_adapters, sync_adapters
@@ -214,22 +215,24 @@ def collect_feedback(settings: Settings, engine: Engine, items: list[Item], prog
     return react_all(engine, items, answer_all(settings, engine, items, progress, "team asks the bot"))
 
 
+def approve_all(engine: Engine, pending: Callable[[Session], list], approve: Callable, reviewer: Actor) -> int:
+    with session_scope(engine) as session:
+        items = pending(session)
+        for item in items:
+            approve(session, item.id, reviewer)
+        return len(items)
+
+
 def approve_pending(engine: Engine, reviewer: Actor = REVIEWER) -> int:
     """What a reviewer does in the dashboard's review queue: approve each pending pair."""
-    with session_scope(engine) as session:
-        pending = list_pairs(session, PairFilter(status=PairStatus.pending), limit=10_000)
-        for pair in pending:
-            approve_pair(session, pair.id, reviewer)
-        return len(pending)
+    return approve_all(engine, lambda s: list_pairs(s, PairFilter(status=PairStatus.pending), limit=10_000),
+                       approve_pair, reviewer)
 
 
 def approve_votes(engine: Engine, reviewer: Actor = REVIEWER) -> int:
     """What a reviewer does in the review queue's Votes section: approve each pending vote."""
-    with session_scope(engine) as session:
-        pending = list_votes(session, VoteFilter(status=PairStatus.pending), limit=10_000)
-        for vote in pending:
-            approve_vote(session, vote.id, reviewer)
-        return len(pending)
+    return approve_all(engine, lambda s: list_votes(s, VoteFilter(status=PairStatus.pending), limit=10_000),
+                       approve_vote, reviewer)
 
 
 def wait_for_run(settings: Settings, engine: Engine, run_id: int, progress: Progress, timeout_s: float = 3600):
