@@ -4,9 +4,11 @@ candidate that moved towards the 👍 answers and away from the 👎 ones on hel
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from test_training_runs import ADMIN, TRAINING, closed_port_url
 from training_support import add_voted_answers, training_database
 
@@ -16,6 +18,7 @@ from storage.models import RunKind, RunStatus, VersionStatus
 from storage.registry import list_versions
 from storage.runs import get_run, run_metrics
 from storage.users import SYSTEM
+from training.evaluation import example_metrics
 from training.kto import kto_weights
 from training.launcher import queue
 from training.runner import execute_run
@@ -29,6 +32,17 @@ def test_weights_balance_desirable_against_undesirable():
         d, u = kto_weights([True] * desirable + [False] * undesirable)
         assert 1 <= d * desirable / (u * undesirable) <= 4 / 3 and u == 1.0
     assert kto_weights([True] * 4) == (1.0, 1.0)  # one label alone: nothing to balance
+
+
+def test_held_out_examples_are_scored_by_the_sign_of_their_implicit_reward():
+    labels = torch.tensor([True, True, False])
+    reference = (torch.tensor([-2.0, -4.0, -8.0]), torch.tensor([2, 2, 4]))
+    policy = (torch.tensor([-1.0, -5.0, -9.0]), torch.tensor([2, 2, 4]))  # rewards +0.1, -0.1, -0.1 at beta 0.1
+    metrics = example_metrics(policy, reference, labels, 0.1)
+    assert metrics["reward_accuracy"] == pytest.approx(2 / 3)  # the second desirable answer went down
+    assert metrics["reward_margin"] == pytest.approx(0.0 - (-0.1))
+    assert metrics["chosen_perplexity"] == pytest.approx(math.exp(6 / 4))  # of the desirable answers only
+    assert "chosen_perplexity" not in example_metrics(policy, reference, torch.tensor([False] * 3), 0.1)
 
 
 def test_a_kto_run_learns_from_votes_alone_and_registers_a_candidate(tmp_path, base_model_dir):

@@ -140,12 +140,14 @@ def preferred_answers(records: list[dict]) -> list[tuple[list[dict], str]]:
 def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[str, Any]:
     """answer_metrics of the version's greedy answers, and the answers (with prompt and chosen answer)."""
     preferred = preferred_answers(records)[:GENERATED_PROMPTS]
+    knowledge = {"general_knowledge": general_knowledge(model, tokenizer, progress)}
+    if not preferred:  # only undesirable KTO examples held out: nothing to compare answers with, so no figures
+        return {**knowledge, "held_out_answers": []}
     answers = greedy_answers(model, tokenizer, [prompt for prompt, _ in preferred], progress)
     chosen = [answer for _, answer in preferred]
     held_out = [{"prompt": last_user_message(p), "chosen": c, "answer": a}
                 for (p, c), a in zip(preferred, answers)]
-    return {**answer_metrics(answers, chosen), "general_knowledge": general_knowledge(model, tokenizer, progress),
-            "held_out_answers": held_out}
+    return {**answer_metrics(answers, chosen), **knowledge, "held_out_answers": held_out}
 
 
 @lru_cache(maxsize=1)
