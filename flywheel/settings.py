@@ -108,9 +108,9 @@ class Settings(BaseSettings):
         60, ge=0, description="Unanswered questions this recent are answered when the bot starts again."
     )
     bot_processes: int = Field(
-        1, ge=0, le=64, description="Bot processes: each acks Slack's requests on its own interpreter (HTTP: one "
+        0, ge=0, le=64, description="Bot processes: each acks Slack's requests on its own interpreter (HTTP: one "
         "shared listening socket; Socket Mode: a connection each) and answers its share of the channels. "
-        "0: one per CPU core, at most 8.",
+        "0: one per CPU core, at most 8 (a burst is acked and first answered sooner than by one; Reliability, Load).",
     )
     bot_listener_threads: int = Field(
         32, ge=1, description="Threads that store, enqueue and acknowledge Slack requests (both modes)."
