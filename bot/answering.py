@@ -24,7 +24,7 @@ from bot.answer_queue import AnswerJob
 from bot.services import Services
 from bot.streaming import answer_stream
 from serving.client import ModelUnavailable, answer
-from storage.db import session_scope
+from storage.db import read_scope
 from storage.interactions import (
     complete_interaction,
     fail_interaction,
@@ -43,6 +43,9 @@ MAX_THREAD_PAGES = 10
 THINKING = "is thinking…"
 RATE_LIMITED = "You're asking faster than I can think: please wait a minute and ask again."
 ACK_STORE_S = 2.0  # Slack waits 3 s for the ack: retries of a question's store end before that
+# An answer's own writes go through the group commit too (each a lock turn less under a burst), and may wait
+# longer for a database that restarts: the answer is written already.
+ANSWER_STORE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ def receive_question(services: Services, question: Question) -> int | None:
 def answer_job(services: Services, client: WebClient, job: AnswerJob) -> None:
     """Answer one stored question in its thread (in place of `job.replace_ts` for Try again)."""
     services.acks.yield_to_acks()
-    with session_scope(services.engine) as session:
+    with read_scope(services.engine) as session:
         interaction = get_interaction(session, job.interaction_id)
         if interaction.status is InteractionStatus.ok:
             return  # a second Try again after the answer arrived
@@ -204,8 +207,7 @@ def answer_job(services: Services, client: WebClient, job: AnswerJob) -> None:
         messages, question_ts = interaction.prompt_messages, interaction.question_ts
     if len(messages) == 1:  # the question alone: read its thread and fit both to the context, once
         messages = _prompt_with_thread(services, client, where, messages, question_ts, job.bot_user_id)
-        with session_scope(services.engine) as session:
-            set_prompt_messages(session, job.interaction_id, messages)
+        _store(services, lambda session: set_prompt_messages(session, job.interaction_id, messages))
     _show_thinking(client, where)
     generate_and_post(services, client, job.interaction_id, messages, where, replace_ts=job.replace_ts)
 
@@ -239,24 +241,27 @@ def generate_and_post(
         if not isinstance(exc, ModelUnavailable):
             log.exception("answering interaction %s failed", interaction_id)
         stream.abort()
-        with session_scope(services.engine) as session:
-            fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}")
+        _store(services, lambda session: fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}"))
         offer_retry(services, client, blocks.unavailable_blocks(interaction_id), where, replace_ts)
         return
-    with session_scope(services.engine) as session:
-        complete_interaction(
-            session, interaction_id, answer=services.storable(reply.text.strip()), served_model=reply.served_model,
-            model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
-            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-        )
+    text = services.storable(reply.text.strip())
+    _store(services, lambda session: complete_interaction(
+        session, interaction_id, answer=text, served_model=reply.served_model,
+        model_version_id=reply.model_version_id, latency_ms=reply.latency_ms,
+        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+    ))
     try:
         last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
     except SlackApiError as exc:  # Slack still refused after the retries: the answer is stored, not shown
         metrics.answer_failed(exc)
         raise
     metrics.answer_completed(started, reply.completion_tokens)
-    with session_scope(services.engine) as session:
-        set_message_ts(session, interaction_id, last_ts)
+    _store(services, lambda session: set_message_ts(session, interaction_id, last_ts))
+
+
+def _store(services: Services, write) -> None:
+    """Commit one of an answer's writes with whatever else is waiting (questions, votes, other answers)."""
+    services.writes.run(write, within_s=ANSWER_STORE_S)
 
 
 def offer_retry(services: Services, client: WebClient, page: list[dict], where: Where, replace_ts: str | None) -> None:
