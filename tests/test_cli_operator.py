@@ -14,7 +14,8 @@ import pytest
 from dashboard_support import ADMIN, CLOSED_PORT_URL, REVIEWER, seed, stored
 from flywheel.settings import load_settings
 from storage.audit import list_events
-from storage.db import make_engine
+from storage.db import make_engine, session_scope
+from storage.interactions import approve_vote, list_votes
 from storage.models import RunKind, RunStatus
 from storage.pairs import approve_pair
 from storage.registry import active_version, canary_version
@@ -62,6 +63,15 @@ def test_status_says_what_answers_and_that_vllm_is_down(operator, tmp_path):
     assert status["pairs"] == {"pending": 8, "approved_since_last_run": 0, "needed_for_a_run": 32}
     assert (status["last_run"]["id"], status["last_run"]["status"]) == (data.run_id, "succeeded")
     assert status["scheduler"] == {"running": False, "holder": None, "next_check": None}
+    assert status["votes"] == {"pending": 18, "since_last_run": 0, "needed_for_a_kto_run": 64}
+
+    engine = make_engine(url)
+    with session_scope(engine) as session:  # a reviewer approves a vote: it may teach the next (KTO) run
+        approve_vote(session, list_votes(session, limit=1)[0].id, Actor(REVIEWER[0], Role.reviewer))
+    engine.dispose()
+    assert ok_json(run("status", "--json"))["votes"] == {"pending": 17, "since_last_run": 1, "needed_for_a_kto_run": 64}
+    words = run("status", FLYWHEEL_MIN_NEW_VOTES="0").stdout
+    assert "17 pending review; 1 that may teach since the last run (KTO runs are off)" in words, words
 
 
 def test_status_shows_the_next_scheduled_check_from_the_job_store(operator, tmp_path):

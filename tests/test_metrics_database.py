@@ -9,11 +9,14 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from storage.db import session_scope
-from storage.interactions import complete_interaction, get_or_create_conversation, record_vote, start_interaction
+from storage.interactions import (
+    approve_vote, complete_interaction, get_or_create_conversation, record_vote, reject_vote, start_interaction,
+)
 from storage.leases import acquire_lease
-from storage.models import PairSource, RunKind, RunStatus, Vote, utcnow
+from storage.models import Feedback, PairSource, RunKind, RunStatus, Vote, utcnow
 from storage.pairs import approve_pair, create_pair, reject_pair
 from storage.registry import promote_version, register_version, start_canary
 from storage.runs import finish_run, queue_run, start_run
@@ -75,6 +78,9 @@ def test_database_gauges(engine):
         start_canary(session, v2.id, 0.2, SYSTEM)
         answers(session, "v2", [Vote.down], utcnow())
         acquire_lease(session, "scheduler", "host:42:abc", 60)
+        first, second = session.scalars(select(Feedback.id).order_by(Feedback.id).limit(2))
+        approve_vote(session, first, SYSTEM)
+        reject_vote(session, second, SYSTEM)
         promoted_at = v1.promoted_at.timestamp()
 
     samples = scrape(engine)
@@ -85,6 +91,10 @@ def test_database_gauges(engine):
     assert value(samples, "flywheel_pairs", status="approved", source="arena") == 0  # every pair of labels exists
     assert 30 * 3600 - 5 < value(samples, "flywheel_review_queue_oldest_age_seconds") < 30 * 3600 + 120
     assert value(samples, "flywheel_training_pairs_waiting") == 0  # approved before the last run was queued
+    assert value(samples, "flywheel_votes", status="pending") == 11
+    assert value(samples, "flywheel_votes", status="approved") == 1
+    assert value(samples, "flywheel_votes", status="rejected") == 1
+    assert value(samples, "flywheel_training_votes_waiting") == 1  # approved after the last run started
 
     # The active version since its promotion, the canary, and the base model before the promotion.
     assert value(samples, "flywheel_model_serving", version="v1", role="active") == 1

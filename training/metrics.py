@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from storage import stats
 from storage.db import session_scope
 from storage.leases import lease_holder
+from storage.interactions import VoteFilter, count_teaching_votes_since, count_votes
 from storage.models import PairSource, PairStatus, RunKind, RunStatus, Vote, utcnow
 from storage.pairs import count_approved_since
 from storage.registry import active_version, canary_version, previous_version
@@ -89,6 +90,10 @@ class DatabaseCollector:
                    (utcnow() - oldest).total_seconds() if oldest else 0.0),
             single("flywheel_training_pairs_waiting", "Approved pairs since the last run started.",
                    count_approved_since(session, last_started_at(session))),
+            gauge("flywheel_votes", "Votes on answers by review status (approved ones teach KTO runs).", ("status",),
+                  [((status.value,), count_votes(session, VoteFilter(status=status))) for status in PairStatus]),
+            single("flywheel_training_votes_waiting", "Approved votes cast, changed or reviewed since the last run "
+                   "started.", count_teaching_votes_since(session, last_started_at(session))),
         ]
 
     def feedback(self, session: Session) -> list[GaugeMetricFamily]:

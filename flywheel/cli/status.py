@@ -1,4 +1,4 @@
-"""`flywheel status`: the version answering now, vLLM, pairs, the last run and the next scheduled check."""
+"""`flywheel status`: the version answering now, vLLM, pairs, votes, the last run and the next scheduled check."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def status_record(status) -> dict[str, Any]:
         "vllm": {"url": server.url, "reachable": server.reachable, "adapters": server.adapters, "error": server.error},
         "pairs": {"pending": loop.pending_pairs, "approved_since_last_run": loop.approved_since_last_run,
                   "needed_for_a_run": status.min_new_pairs},
+        "votes": {"pending": loop.pending_votes, "since_last_run": status.votes_since_last_run,
+                  "needed_for_a_kto_run": status.min_new_votes},
         "last_run": run_record(loop.last_run) if loop.last_run else None,
         "scheduler": {"running": status.scheduler_holder is not None, "holder": status.scheduler_holder,
                       "next_check": iso(status.next_check)},
@@ -28,7 +30,8 @@ def status_record(status) -> dict[str, Any]:
 
 
 def in_words(record: dict[str, Any]) -> list[tuple[str, str]]:
-    canary, vllm, pairs, run, scheduler = (record[k] for k in ("canary", "vllm", "pairs", "last_run", "scheduler"))
+    canary, vllm, pairs, votes, run, scheduler = (
+        record[k] for k in ("canary", "vllm", "pairs", "votes", "last_run", "scheduler"))
     answering = record["active"] or "the base model (no version promoted yet)"
     if canary:
         answering += f"; canary {canary['version']} for {canary['share'] * 100:g}% of users"
@@ -46,6 +49,9 @@ def in_words(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("vLLM", served),
         ("pairs", f"{pairs['pending']} pending review; {pairs['approved_since_last_run']} approved since the last run "
                   f"({pairs['needed_for_a_run']} start a run)"),
+        ("votes", f"{votes['pending']} pending review; {votes['since_last_run']} that may teach since the last run ("
+                  + (f"{votes['needed_for_a_kto_run']} start a KTO run when too few pairs)"
+                     if votes["needed_for_a_kto_run"] else "KTO runs are off)")),
         ("last run", last),
         ("next check", next_check_words(scheduler)),
     ]
