@@ -55,10 +55,15 @@ def next_run(session, settings) -> tuple[RunKind | None, str]:
         return RunKind.dpo, f"{pairs} new approved pair(s)"
     if not settings.min_new_votes:
         return None, why_not
-    votes = count_teaching_votes_since(session, last, include_pending=settings.kto_pending_votes)
+    votes = new_teaching_votes(session, settings, last)
     if votes >= settings.min_new_votes:
         return RunKind.kto, f"{votes} new vote(s) to learn from and too few pairs ({why_not})"
     return None, f"{why_not}; {votes} new vote(s), {settings.min_new_votes} needed for KTO"
+
+
+def new_teaching_votes(session, settings, since) -> int:
+    """The votes a KTO run would count as new: approved (and per `kto_pending_votes`, pending) since `since`."""
+    return count_teaching_votes_since(session, since, include_pending=settings.kto_pending_votes)
 
 
 def why_not_start(session, settings) -> str | None:
