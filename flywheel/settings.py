@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-MAX_AUTO_BOT_PROCESSES = 8  # past a few processes the burst's acks are spread thin enough; each costs ~100 MB
+MAX_AUTO_BOT_PROCESSES = 8  # past a few processes the burst's acks are spread thin enough; each takes ~140 MB
 
 
 def _slack_alias(name: str) -> AliasChoices:
