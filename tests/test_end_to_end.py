@@ -32,8 +32,9 @@ REVIEWER, ADMIN = Actor("rita", Role.reviewer), Actor("adam", Role.admin)
 E2E_TRAINING = {**TRAINING, "epochs": 3, "eval_fraction": 0.3}
 
 
-def last_interaction(bot: RunningBot) -> Interaction:
-    return eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts])[-1]
+def interaction_of(bot: RunningBot, reply: dict) -> Interaction:
+    """The stored interaction of a reply seen in Slack: its ts is stored just after the reply is posted."""
+    return eventually(lambda: [i for i in rows(bot, Interaction) if i.message_ts == reply["ts"]])[0]
 
 
 def give_feedback(bot: RunningBot, slack: SlackStub, items) -> None:
@@ -72,7 +73,7 @@ def test_feedback_in_slack_becomes_a_promoted_adapter_that_answers_the_next_ques
         with RunningBot(settings) as bot:
             engine = bot.services.engine
             before = ask(bot, slack, probe.question)
-            assert last_interaction(bot).served_model == "base"
+            assert interaction_of(bot, before).served_model == "base"
 
             # Feedback in Slack -> pending pairs.
             give_feedback(bot, slack, items)
@@ -119,6 +120,6 @@ def test_feedback_in_slack_becomes_a_promoted_adapter_that_answers_the_next_ques
 
             # The next question in Slack is answered by the new adapter, and the answer changed.
             after = ask(bot, slack, probe.question)
-            interaction = last_interaction(bot)
+            interaction = interaction_of(bot, after)
             assert (interaction.served_model, interaction.model_version_id) == (name, version_id)
             assert interaction.answer == after["text"] != before["text"], (before["text"], after["text"])
