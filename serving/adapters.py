@@ -31,12 +31,21 @@ def _request(settings: Settings, method: str, path: str, timeout_s: float | None
         raise ModelUnavailable(f"vLLM at {settings.vllm_url} is unavailable: {exc}") from exc
 
 
-def loaded_adapters(settings: Settings, timeout_s: float | None = None) -> dict[str, str]:
-    """The adapters vLLM serves now: name -> path."""
+def _model_cards(settings: Settings, timeout_s: float | None) -> list[dict]:
     response = _request(settings, "GET", "/v1/models", timeout_s)
     if response.status_code != 200:
         raise ModelUnavailable(f"vLLM /v1/models answered {response.status_code}: {response.text[:200]}")
-    return {card["id"]: card["root"] for card in response.json()["data"] if card.get("parent")}
+    return response.json()["data"]
+
+
+def loaded_adapters(settings: Settings, timeout_s: float | None = None) -> dict[str, str]:
+    """The adapters vLLM serves now: name -> path."""
+    return {card["id"]: card["root"] for card in _model_cards(settings, timeout_s) if card.get("parent")}
+
+
+def served_base_model(settings: Settings, timeout_s: float | None = None) -> str | None:
+    """The folder (or hub id) of the base model vLLM serves now, as it was started with it."""
+    return next((card["root"] for card in _model_cards(settings, timeout_s) if not card.get("parent")), None)
 
 
 def check_adapter(path: Path, max_rank: int) -> None:

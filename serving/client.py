@@ -122,15 +122,16 @@ def _stream(settings: Settings, route: Route, params: dict[str, Any], on_token: 
 def answer(
     settings: Settings, messages: list[dict[str, str]], *, user_id: str = "", model: str | None = None,
     max_tokens: int | None = None, temperature: float | None = None,
-    on_token: Callable[[str], None] | None = None,
+    on_token: Callable[[str], None] | None = None, system_prompt: bool = True,
 ) -> Answer:
-    """Answer a conversation (without the system prompt: it is added here).
+    """Answer a conversation (without the system prompt: it is added here; `system_prompt=False` sends the
+    messages as they are, as an evaluation scores them).
 
     `model=None` routes (active version, canary for its users, else the base model); "base" or a
     version name forces one. With `on_token`, the answer is streamed and each piece passed to it.
     """
     params = {
-        "messages": _with_messages(settings, messages),
+        "messages": _with_messages(settings, messages) if system_prompt else messages,
         "max_tokens": max_tokens or settings.max_answer_tokens,
         "temperature": settings.temperature if temperature is None else temperature,
     }

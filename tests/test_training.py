@@ -20,15 +20,19 @@ from sqlalchemy import Engine
 from training_support import add_command_pairs, wait_for, queue_dpo, training_database
 
 from flywheel.settings import Settings
+from serving.adapters import loaded_adapters
 from serving.client import answer
 from storage.db import session_scope
 from storage.models import RunKind, RunStatus, VersionStatus
 from storage.registry import active_version, get_version_by_name, list_versions, promote_version
 from storage.runs import get_run, run_metrics
 from storage.users import SYSTEM
+from training.config import TrainConfig
+from training.evaluation import BASE, score_versions
 from training.launcher import queue, start_run_now
 from training.runner import execute_run
 from training.scheduler import FlywheelScheduler
+from training.served_answers import answerer
 from training.snapshots import load_snapshot
 
 pytestmark = [pytest.mark.training, pytest.mark.vllm]
@@ -84,6 +88,9 @@ def test_run_stores_step_metrics_and_beats_the_base_model(loop):
         # key content 0 of 7 for both; the demo's 256 pairs teach those): closer wording, shorter answers.
         assert metrics["rouge_l"] > base["rouge_l"], held_out
         assert metrics["mean_answer_chars"] < base["mean_answer_chars"], held_out
+        # Both versions answered through the running vLLM, under names that were unloaded after.
+        assert metrics["answered_by"] == base["answered_by"] == "vllm", (metrics["answered_by"], base["answered_by"])
+        assert not [name for name in loaded_adapters(loop.settings) if name.startswith(f"run-{run.id}-")]
         # The shipped general-knowledge questions: the base model answers 11 of 20 right (measured here).
         assert base["general_knowledge"] >= 0.4 and 0 <= metrics["general_knowledge"] <= 1
         # The judge read every held-out question in both orders; the base's win rate is the rest.
@@ -146,8 +153,10 @@ def test_flywheel_eval_scores_a_version_and_the_base_model_on_a_pairs_file(loop,
                              for row in held_out))
     env = dict(FLYWHEEL_HOME=str(loop.settings.home), FLYWHEEL_DATABASE_URL=loop.settings.database_url,
                FLYWHEEL_BASE_MODEL_PATH=str(loop.settings.base_model_path), FLYWHEEL_MAX_LENGTH="96")
-    v1 = eval_output(cli(["eval", "--version", "v1", "--pairs", str(pairs)], **env))
-    base = eval_output(cli(["eval", "--version", "base", "--pairs", str(pairs)], **env))
+    served = cli(["eval", "--version", "v1", "--pairs", str(pairs)], **env, FLYWHEEL_VLLM_URL=loop.settings.vllm_url)
+    local = cli(["eval", "--version", "base", "--pairs", str(pairs)], **env)  # no vLLM at the default address
+    assert "answered_by: vllm" in served.output and "answered_by: transformers" in local.output, local.output
+    v1, base = eval_output(served), eval_output(local)
     assert v1["pairs"] == base["pairs"] == len(held_out)
     assert (base["preference_accuracy"], base["reward_margin"]) == (0.0, 0.0)  # its own reference
     assert v1["preference_accuracy"] >= 0.75 and v1["reward_margin"] > 0.3, v1
@@ -158,6 +167,17 @@ def test_flywheel_eval_scores_a_version_and_the_base_model_on_a_pairs_file(loop,
     pairs.write_text(pairs.read_text().splitlines()[0] + '\n{"prompt": [{"role": "user", "content": "hi"}]}\n')
     bad = cli(["eval", "--version", "v1", "--pairs", str(pairs)], **env)
     assert bad.exit_code != 0 and "line 2: missing field(s): chosen, rejected" in bad.output, bad.output
+
+
+def test_evaluation_answers_with_transformers_when_vllm_refuses_midway(loop):
+    with session_scope(loop.engine) as session:
+        held_out = list(load_snapshot(get_run(session, loop.run_id).snapshot)["eval"])[:2]
+    refused = {BASE: answerer(loop.settings, "never-loaded")}  # the real vLLM answers 404 for it
+    [scores] = score_versions(loop.settings.base_model_path, {BASE: None}, held_out, TrainConfig(max_length=96),
+                              served=refused).values()
+    assert scores["answered_by"].startswith("transformers (vLLM failed: ") and "never-loaded" in scores["answered_by"]
+    assert len(scores["held_out_answers"]) == 2 and all(row["answer"] for row in scores["held_out_answers"])
+    assert 0.4 <= scores["general_knowledge"] <= 1, scores
 
 
 def test_killed_run_is_reaped_as_failed_and_the_active_version_stays(loop):

@@ -173,8 +173,10 @@ def ask(settings: Settings, engine: Engine, item: Item, number: int, model: str 
     return interaction_id, reply
 
 
-def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number: int, feedback: FeedbackCounts) -> None:
-    """A teammate's thumbs up for an answer with the command; else thumbs down and the command as a better answer."""
+def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number: int, feedback: FeedbackCounts,
+          better: bool = True) -> None:
+    """A teammate's thumbs up for an answer with the command; else thumbs down and (if `better`) the command as
+    a better answer."""
     teammate = ASKERS[(number + 1) % len(ASKERS)]
     with session_scope(engine) as session:
         if item.answered_by(reply.text):
@@ -182,8 +184,10 @@ def react(engine: Engine, item: Item, interaction_id: int, reply: Answer, number
             feedback.up += 1
             return
         record_vote(session, interaction_id, teammate, Vote.down)
+        feedback.down += 1
+        if not better:
+            return
         _, pair = record_alternative(session, interaction_id, teammate, item.better_answer)
-    feedback.down += 1
     feedback.better += 1
     feedback.pairs += pair is not None
 
@@ -204,10 +208,10 @@ def answer_all(settings: Settings, engine: Engine, items: list[Item], progress: 
         return list(pool.map(one, enumerate(items)))
 
 
-def react_all(engine: Engine, items: list[Item], answered: list[tuple[int, Answer]]) -> FeedbackCounts:
+def react_all(engine: Engine, items: list[Item], answered: list[tuple[int, Answer]], better: bool = True) -> FeedbackCounts:
     feedback = FeedbackCounts(asked=len(items))
     for number, (item, (interaction_id, reply)) in enumerate(zip(items, answered)):
-        react(engine, item, interaction_id, reply, number, feedback)
+        react(engine, item, interaction_id, reply, number, feedback, better)
     return feedback
 
 

@@ -13,7 +13,8 @@
 
 And from what each version says: greedy answers to the held-out prompts (at most GENERATED_PROMPTS of them),
 scored against the chosen answers by training/answer_metrics.py (key_content_share, rouge_l,
-mean_answer_chars); the answers themselves are kept beside the metrics for the Models page. And
+mean_answer_chars), answered through vLLM when it runs the run's base model, else with transformers
+(answered_by says which); the answers themselves are kept beside the metrics for the Models page. And
 general_knowledge: the share of the short questions shipped in general_knowledge.jsonl (capitals, numbers,
 planets) a version still answers right, so that the gate can refuse a candidate that forgot.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -33,10 +35,14 @@ from typing import Any
 import torch
 from peft import PeftModel
 
+from serving.errors import ServingError
 from storage.models import last_user_message
 from training.answer_metrics import answer_metrics
 from training.config import TrainConfig
 from training.modeling import load_base_model, load_tokenizer
+from training.served_answers import Generate
+
+log = logging.getLogger(__name__)
 
 BASE = "base"
 KNOWLEDGE_FILE = Path(__file__).with_name("general_knowledge.jsonl")
@@ -112,8 +118,8 @@ def pair_logps(model, tokenizer, records: list[dict], max_length: int, progress,
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_size: int = 8,
-                   max_new_tokens: int = ANSWER_TOKENS) -> list[str]:
+def greedy_answers(model, tokenizer, prompts: list[list[dict]], progress, batch_size: int,
+                   max_new_tokens: int) -> list[str]:
     """What the model answers to each prompt, greedy (as the gate should judge it: no sampling luck)."""
     answers, device = [], next(model.parameters()).device
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
@@ -137,17 +143,37 @@ def preferred_answers(records: list[dict]) -> list[tuple[list[dict], str]]:
             for r in records if r.get("label", True)]
 
 
-def generation_metrics(model, tokenizer, records: list[dict], progress) -> dict[str, Any]:
+class Answerer:
+    """One version's greedy answers: through vLLM when it was given one (training/served_answers.py), else
+    with transformers on the loaded model, as also when vLLM fails midway (`engine` says which answered)."""
+
+    def __init__(self, model, tokenizer, progress, served: Generate | None = None):
+        self.model, self.tokenizer, self.progress, self.served = model, tokenizer, progress, served
+        self.engine = "vllm" if served is not None else "transformers"
+
+    def __call__(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+        if self.served is not None:
+            try:
+                answers = self.served(prompts, max_new_tokens)
+                self.progress()
+                return answers
+            except ServingError as exc:
+                log.warning("vLLM failed during the evaluation (%s): answering with transformers", exc)
+                self.served, self.engine = None, f"transformers (vLLM failed: {exc})"
+        return greedy_answers(self.model, self.tokenizer, prompts, self.progress, batch_size, max_new_tokens)
+
+
+def generation_metrics(generate: Answerer, records: list[dict]) -> dict[str, Any]:
     """answer_metrics of the version's greedy answers, and the answers (with prompt and chosen answer)."""
     preferred = preferred_answers(records)[:GENERATED_PROMPTS]
-    knowledge = {"general_knowledge": general_knowledge(model, tokenizer, progress)}
+    knowledge = {"general_knowledge": general_knowledge(generate)}
     if not preferred:  # only undesirable KTO examples held out: nothing to compare answers with, so no figures
-        return {**knowledge, "held_out_answers": []}
-    answers = greedy_answers(model, tokenizer, [prompt for prompt, _ in preferred], progress)
+        return {**knowledge, "answered_by": generate.engine, "held_out_answers": []}
+    answers = generate([prompt for prompt, _ in preferred], ANSWER_TOKENS)
     chosen = [answer for _, answer in preferred]
     held_out = [{"prompt": last_user_message(p), "chosen": c, "answer": a}
                 for (p, c), a in zip(preferred, answers)]
-    return {**answer_metrics(answers, chosen), **knowledge, "held_out_answers": held_out}
+    return {**answer_metrics(answers, chosen), **knowledge, "answered_by": generate.engine, "held_out_answers": held_out}
 
 
 @lru_cache(maxsize=1)
@@ -155,11 +181,11 @@ def knowledge_questions() -> tuple[dict[str, Any], ...]:
     return tuple(json.loads(line) for line in KNOWLEDGE_FILE.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
-def general_knowledge(model, tokenizer, progress) -> float:
+def general_knowledge(generate: Answerer) -> float:
     """Share of the shipped general-knowledge questions whose greedy answer names a right answer."""
     items = knowledge_questions()
     prompts = [[{"role": "user", "content": item["question"]}] for item in items]
-    answers = greedy_answers(model, tokenizer, prompts, progress, batch_size=len(items), max_new_tokens=KNOWLEDGE_TOKENS)
+    answers = generate(prompts, KNOWLEDGE_TOKENS, batch_size=len(items))
     right = [any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, re.IGNORECASE) for a in item["answers"])
              for item, answer in zip(items, answers)]
     return sum(right) / len(items)
@@ -218,9 +244,11 @@ def scorer(records: list[dict]) -> tuple[Callable, Callable]:
 
 def score_versions(
     model_dir: Path, adapters: dict[str, Path | None], records: Iterable[dict], cfg: TrainConfig,
-    progress: Callable[[], Any] = lambda: None,
+    progress: Callable[[], Any] = lambda: None, served: dict[str, Generate] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics for each named adapter (None = the base model) on the same pairs, loading the base once."""
+    """Metrics for each named adapter (None = the base model) on the same pairs, loading the base once;
+    the held-out answers of each version through `served[name]` (vLLM) where given."""
+    served = served or {}
     records = list(records)
     if not records:
         raise ValueError("no pairs to evaluate")
@@ -234,7 +262,7 @@ def score_versions(
         if path is None:
             with _adapters_off(model):
                 results[name] = {**metrics(reference, reference, cfg.beta),
-                                 **generation_metrics(model, tokenizer, records, progress)}
+                                 **generation_metrics(Answerer(model, tokenizer, progress, served.get(name)), records)}
             continue
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name)
@@ -243,7 +271,7 @@ def score_versions(
         model.set_adapter(name)
         policy = logps(model, tokenizer, records, cfg.max_length, progress)
         results[name] = {**metrics(policy, reference, cfg.beta),
-                         **generation_metrics(model, tokenizer, records, progress)}
+                         **generation_metrics(Answerer(model, tokenizer, progress, served.get(name)), records)}
     return results
 
 

@@ -11,6 +11,7 @@ from storage.pairs import parse_record
 from storage.registry import get_version_by_name
 from training.config import TrainConfig
 from training.evaluation import BASE, score_versions
+from training.served_answers import vllm_answerers
 from training.snapshots import with_system_prompt
 
 
@@ -36,5 +37,6 @@ def evaluate_on_file(settings, version: str, pairs_path: Path) -> dict[str, floa
     if version != BASE:
         with session_scope(get_engine(settings.database_url)) as session:
             adapter = Path(get_version_by_name(session, version).adapter_path)
-    model_dir = ensure_base_model(settings)
-    return score_versions(model_dir, {version: adapter}, records, TrainConfig.from_settings(settings))[version]
+    model_dir, adapters = ensure_base_model(settings), {version: adapter}
+    with vllm_answerers(settings, model_dir, adapters, "eval") as served:
+        return score_versions(model_dir, adapters, records, TrainConfig.from_settings(settings), served=served)[version]

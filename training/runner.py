@@ -35,6 +35,7 @@ from training.modeling import require_gpu_room
 from training.model_card import write_model_card
 from training.regression import answer_regression_prompts
 from training.run_summary import summarize_run
+from training.served_answers import vllm_answerers
 from training.sft import train_sft
 from training.snapshots import build_snapshot, load_snapshot
 from training.tracking import RunTracker, mirror_registry, start_tracking
@@ -127,7 +128,9 @@ def incumbent(engine: Engine) -> tuple[str, str | None]:
 def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, result: TrainResult) -> None:
     name, path = incumbent(engine)
     adapters = {name: Path(path) if path else None, CANDIDATE: result.adapter_path}
-    scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config, eval_heartbeat(engine, run_id))
+    with vllm_answerers(settings, plan.model_dir, adapters, f"run-{run_id}") as served:
+        scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config,
+                                eval_heartbeat(engine, run_id), served)
     candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
     answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
     judged_candidate, judged_incumbent = judge_versions(settings, answers)

@@ -87,7 +87,8 @@ def evaluate(
     pairs: Path = typer.Option(..., "--pairs", exists=True, dir_okay=False, help="JSONL pairs (export format)."),
 ) -> None:
     """Print how a version does on a pairs file: preference accuracy and reward margin from log-probs, and what
-    its greedy answers say (share with the chosen answer's key content, ROUGE-L, length)."""
+    its greedy answers say (share with the chosen answer's key content, ROUGE-L, length), answered through vLLM
+    when it runs the base model."""
     from training.gate import REPORTED
     from training.offline_eval import evaluate_on_file
 
@@ -98,6 +99,7 @@ def evaluate(
     names = {"reward_accuracy": "preference_accuracy"}  # the name a team reads in the dashboard
     lines = [f"version: {version}", f"pairs: {scores['pairs']}", f"key_content_pairs: {scores['key_content_pairs']}"]
     lines += [f"{names.get(key, key)}: {scores[key]:.4f}" for key in REPORTED if key in scores]
+    lines.append(f"answered_by: {scores['answered_by']}")  # vLLM when it runs the base model, else transformers
     typer.echo("\n".join(lines))
 
 
