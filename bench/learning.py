@@ -13,7 +13,11 @@ KTO learns from the votes only: the 👍 / 👎 labels on the bot's answers, wit
 `--votes runbook` is the feedback of a team that only votes: the bot answered every other question with that
 question's runbook line in its system prompt (a stand-in for retrieval; the stored prompt is the question
 alone; answers of up to 64 tokens, held-out ones too), and the team voted 👍 on each answer that gives the
-command and 👎 on the others, writing no better answer. Only KTO can learn from that (no pairs): it shows whether votes alone teach the command.
+command and 👎 on the others, writing no better answer. Only KTO can learn from that (no pairs): it shows whether
+votes alone teach the command. `--votes runbook+better` is the same team writing the command as a better answer
+under each 👎 too, so DPO learns from those pairs and KTO from the votes alone, in one bench run:
+
+    python -m bench.learning --votes runbook+better --methods dpo,dpo+sft,kto
 Reported per method: the run's wall time and steps; the evaluation's figures for the candidate and the base
 on the held-out pairs (preference accuracy, chosen perplexity, and of the greedy answers the key-content
 share, ROUGE-L, mean length, general knowledge, the judge's win rate with --judge-url); and through vLLM, how
@@ -34,11 +38,10 @@ from typing import Any
 from flywheel.settings import load_settings
 from serving.adapters import load_adapter
 from storage.db import get_engine, session_scope, upgrade
-from storage.interactions import record_vote
-from storage.models import RunKind, Vote
+from storage.models import RunKind
 from storage.registry import get_version
 from training.demo import (
-    ADMIN, ASKERS, FeedbackCounts, Item, answer_all, approve_pending, approve_votes, ask, demo_settings, fresh_home,
+    ADMIN, FeedbackCounts, Item, answer_all, approve_pending, approve_votes, ask, demo_settings, fresh_home,
     load_scenario, model_server, react_all, registered_version, wait_for_run,
 )
 from training.launcher import start_run_now
@@ -73,7 +76,7 @@ def run_method(settings, engine, name: str, held_out: list, first: int) -> dict[
     result = {"method": name, "kind": method.kind.value, "overrides": method.overrides, "settings": method.settings,
               "run_id": run_id, "status": status.value,
               "error": error, "gate": metrics.get("gate") or reason, "wall_s": round(time.monotonic() - started, 1),
-              "steps": metrics.get("steps"), "candidate": {k: metrics[k] for k in FIGURES if k in metrics},
+              "steps": metrics.get("steps"), "answered_by": metrics.get("answered_by"), "candidate": {k: metrics[k] for k in FIGURES if k in metrics},
               "base": {k: v for k, v in metrics.get("incumbent", {}).items() if k in FIGURES}}
     version = registered_version(engine, run_id)
     if version:  # the scenario's held-out families, answered by the candidate through vLLM
@@ -112,20 +115,21 @@ def chatops_scenario() -> list[Item]:
 RUNBOOK_ANSWER_TOKENS = 64
 
 
-def runbook_votes(settings, engine, items: list[Item]) -> tuple[FeedbackCounts, list[tuple[int, Any]]]:
-    """`--votes runbook`: every other question answered with its runbook line in the system prompt; a 👍 for
-    each answer that gives the command, a 👎 for the others. Returns the counts and every (interaction, answer)."""
-    counts, answered = FeedbackCounts(asked=len(items)), []
+def runbook_answers(settings, engine, items: list[Item]) -> list[tuple[int, Any]]:
+    """`--votes runbook…`: every other question answered with its runbook line in the system prompt."""
+    answered = []
     for number, item in enumerate(items):
         hinted = settings.model_copy(update={
             "system_prompt": f"{settings.system_prompt}\nRunbook: `{item.command}`"}) if number % 2 == 0 else settings
-        interaction_id, reply = ask(hinted, engine, item, number)
-        right = item.answered_by(reply.text)
-        with session_scope(engine) as session:
-            record_vote(session, interaction_id, ASKERS[(number + 1) % len(ASKERS)], Vote.up if right else Vote.down)
-        counts.up, counts.down = counts.up + right, counts.down + (not right)
-        answered.append((interaction_id, reply))
-    return counts, answered
+        answered.append(ask(hinted, engine, item, number))
+    return answered
+
+
+def collect(settings, engine, items: list[Item], votes: str) -> FeedbackCounts:
+    """The scenario's questions asked, and the team's feedback on the answers (see --votes)."""
+    if votes == "team":
+        return react_all(engine, items, answer_all(settings, engine, items, quiet, "asking"))
+    return react_all(engine, items, runbook_answers(settings, engine, items), better=votes == "runbook+better")
 
 
 def main() -> None:
@@ -135,8 +139,8 @@ def main() -> None:
                         help="demo: the demo's 30 questions (6 held out); chatops: 256 questions (24 held out)")
     parser.add_argument("--training", choices=("demo", "default"), default="demo",
                         help="demo: the demo's fast lesson; default: the settings' own training (FLYWHEEL_* apply)")
-    parser.add_argument("--votes", choices=("team", "runbook"), default="team",
-                        help="team: the demo's 👎 + better answers; runbook: votes only (see above)")
+    parser.add_argument("--votes", choices=("team", "runbook", "runbook+better"), default="team",
+                        help="team: the demo's 👎 + better answers; runbook: votes only; runbook+better: both (above)")
     parser.add_argument("--judge-url", default="", help="An OpenAI-compatible endpoint whose model judges the answers.")
     parser.add_argument("--home", type=Path, help="The bench's demo home (default: a new temporary folder).")
     parser.add_argument("--out", type=Path, default=Path("bench-learning.json"))
@@ -146,7 +150,7 @@ def main() -> None:
     if args.training == "default":  # the product's training settings; the demo's short answers and open gate stay
         own = load_settings()
         settings = settings.model_copy(update={k: getattr(own, k) for k in DEFAULT_TRAINING})
-    if args.votes == "runbook":  # the command comes after a sentence: 24 tokens cut most of them off
+    if args.votes != "team":  # the command comes after a sentence: 24 tokens cut most of them off
         settings = settings.model_copy(update={"max_answer_tokens": RUNBOOK_ANSWER_TOKENS})
     scenario = chatops_scenario() if args.scenario == "chatops" else load_scenario()
     feedback_items, held_out = [i for i in scenario if not i.held_out], [i for i in scenario if i.held_out]
@@ -158,11 +162,7 @@ def main() -> None:
     with model_server(settings, quiet, print) as settings:
         started = time.monotonic()
         before = [a for _, a in answer_all(settings, engine, held_out, quiet, "asking", first=len(feedback_items))]
-        if args.votes == "runbook":
-            feedback, answered = runbook_votes(settings, engine, feedback_items)
-        else:
-            answered = answer_all(settings, engine, feedback_items, quiet, "asking")
-            feedback = react_all(engine, feedback_items, answered)
+        feedback = collect(settings, engine, feedback_items, args.votes)
         report["votes"], report["feedback"] = args.votes, vars(feedback)
         report["approved_pairs"], report["approved_votes"] = approve_pending(engine), approve_votes(engine)
         report["base_held_out_families_with_the_command"] = sum(i.answered_by(a.text) for i, a in zip(held_out, before))
