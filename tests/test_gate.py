@@ -29,7 +29,9 @@ def test_the_gate_can_judge_by_what_the_answers_say():
     when the gate judges by generation, and the reason names the metric."""
     candidate = {**scores(0.9, 2.0), "key_content_share": 0.25, "rouge_l": 0.40}
     incumbent = {**scores(0.5, 0.5), "key_content_share": 0.50, "rouge_l": 0.30}
-    assert decide(candidate, incumbent, "v1", margin=0.0).passed
+    passed = decide(candidate, incumbent, "v1", margin=0.0)
+    assert passed.passed  # on preference accuracy; the reason still says how often each says the key content
+    assert passed.reason.endswith("; held-out answers saying the chosen answer's key content 0.250 vs 0.500")
     refused = decide(candidate, incumbent, "v1", margin=0.0, metric="key_content_share")
     assert not refused.passed
     assert refused.reason.startswith("does not beat v1: held-out answers saying the chosen answer's key content 0.250")

@@ -40,6 +40,9 @@ def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_n
         f"(gain {gain:+.3f}, required > {margin:+.3f}); reward margin {candidate['reward_margin']:.3f} "
         f"vs {incumbent['reward_margin']:.3f}"
     )
+    said = "key_content_share"
+    if metric != said and said in candidate and said in incumbent:  # what it says, whatever the gate compared
+        summary += f"; {LABELS[said]} {candidate[said]:.3f} vs {incumbent[said]:.3f}"
     if gain > margin or (gain >= margin and candidate["reward_margin"] > incumbent["reward_margin"]):
         return GateDecision(True, f"beats {incumbent_name}: {summary}")
     return GateDecision(False, f"does not beat {incumbent_name}: {summary}")
