@@ -259,17 +259,6 @@ def registered_version(engine: Engine, run_id: int) -> tuple[int, str] | None:
         return (found[0].id, found[0].name) if found else None
 
 
-def wait_for_regression_answers(engine: Engine, version_id: int, timeout_s: float = 300) -> None:
-    """The run process answers the regression prompts through vLLM after registering: stopping vLLM
-    before it is done would cut that request off and make the stop wait for it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with session_scope(engine) as session:
-            if get_version(session, version_id).regression_answers:
-                return
-        time.sleep(0.5)
-
-
 def promote(settings: Settings, engine: Engine, version_id: int, admin: Actor = ADMIN) -> str:
     """What an admin does in the dashboard's models page: promote, then make vLLM serve it."""
     with session_scope(engine) as session:
@@ -305,8 +294,6 @@ def run_demo(base: Settings, home: Path, progress: Progress, note: Callable[[str
         name = promote(settings, engine, version[0]) if version else None
         after = [a for _, a in answer_all(settings, engine, held_out, progress, "held-out answers after",
                                           first=len(feedback_items) + len(held_out))]
-        if version:
-            wait_for_regression_answers(engine, version[0])
         timings["promotion + answers after"] = lap()
     engine.dispose()
     timings["vLLM stop"] = lap()

@@ -1,4 +1,4 @@
-"""The fixed regression prompt set, answered through vLLM by a version, for side-by-side review."""
+"""The fixed regression prompt set: the candidate's answers to it, kept on its version for side-by-side review."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from serving.adapters import load_adapter
-from serving.client import answer
+from serving.errors import ServingError
+from training.served_answers import Generate
+from training.snapshots import with_system_prompt
 
 PROMPTS_FILE = Path(__file__).with_name("regression_prompts.jsonl")
 
@@ -16,12 +17,15 @@ def regression_prompts(path: Path = PROMPTS_FILE) -> list[str]:
     return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def answer_regression_prompts(settings, model_name: str, adapter_path: str | None) -> list[dict[str, Any]]:
-    """Greedy answers of `model_name` (loaded into vLLM first when it is an adapter)."""
-    if adapter_path is not None:
-        load_adapter(settings, model_name, adapter_path)
-    return [
-        {"prompt": prompt,
-         "answer": answer(settings, [{"role": "user", "content": prompt}], model=model_name, temperature=0.0).text}
-        for prompt in regression_prompts()
-    ]
+def answer_regression_prompts(settings, generate: Generate | None) -> list[dict[str, Any]]:
+    """Greedy answers as Slack users would get them (the system prompt first), through the evaluation's vLLM;
+    without it, the reason instead."""
+    if generate is None:
+        return [{"error": "vLLM unavailable: it does not run this run's base model"}]
+    prompts = regression_prompts()
+    conversations = [with_system_prompt([{"role": "user", "content": p}], settings.system_prompt) for p in prompts]
+    try:
+        answers = generate(conversations, settings.max_answer_tokens)
+    except ServingError as exc:
+        return [{"error": f"vLLM unavailable: {exc}"}]
+    return [{"prompt": prompt, "answer": answer} for prompt, answer in zip(prompts, answers)]

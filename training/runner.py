@@ -131,6 +131,7 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
     with vllm_answerers(settings, plan.model_dir, adapters, f"run-{run_id}") as served:
         scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config,
                                 eval_heartbeat(engine, run_id), served)
+        regression = answer_regression_prompts(settings, served.get(CANDIDATE))
     candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
     answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
     judged_candidate, judged_incumbent = judge_versions(settings, answers)
@@ -147,24 +148,12 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
             return
         version = register_version(
             session, adapter_path=str(result.adapter_path.resolve()), base_model=str(plan.model_dir),
-            training_run_id=run_id, parent_id=plan.parent_id, metrics=metrics,
+            training_run_id=run_id, parent_id=plan.parent_id, metrics=metrics, regression_answers=regression,
         )
         version_id, version_name = version.id, version.name
     log.info("run %s registered %s", run_id, version_name)
-    store_regression_answers(settings, engine, version_id, version_name, str(result.adapter_path.resolve()))
     if settings.auto_promote:
         promote(settings, engine, version_id)
-
-
-def store_regression_answers(settings, engine: Engine, version_id: int, name: str, adapter_path: str) -> None:
-    """Best effort: the version is registered either way; without vLLM the reason is kept instead."""
-    try:
-        answers = answer_regression_prompts(settings, name, adapter_path)
-    except ServingError as exc:
-        log.warning("regression answers of %s unavailable: %s", name, exc)
-        answers = [{"error": f"vLLM unavailable: {exc}"}]
-    with session_scope(engine) as session:
-        get_version(session, version_id).regression_answers = answers
 
 
 def promote(settings, engine: Engine, version_id: int) -> None:
