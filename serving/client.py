@@ -7,6 +7,7 @@ number of times with backoff; a server that stays down or is too slow raises Mod
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from serving.routing import Route, resolve
 __all__ = ["Answer", "ModelUnavailable", "ServingError", "InvalidStructuredOutput", "answer", "chat_json"]
 
 BACKOFF_S = 0.5
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -75,11 +77,31 @@ def _with_messages(settings: Settings, messages: list[dict[str, str]]) -> list[d
     return [{"role": "system", "content": settings.system_prompt}, *messages]
 
 
+# (vLLM address, adapter name) -> the adapter folder this process has seen vLLM serve under that name.
+_served_from: dict[tuple[str, str], str] = {}
+
+
+def _check_served(settings: Settings, route: Route) -> None:
+    """Make sure vLLM serves this version's own adapter under its name, once per process and folder: a vLLM
+    that another registry also used (a demo home, a restored database) may hold a different "v1"."""
+    key = (settings.vllm_url, route.model)
+    if route.adapter_path is None or _served_from.get(key) == route.adapter_path:
+        return
+    try:
+        load_adapter(settings, route.model, route.adapter_path)  # asks vLLM first: loads only if needed
+    except ServingError as exc:  # down or refusing: the request itself retries and reports what is wrong
+        log.warning("could not check that vLLM serves %s from %s: %s", route.model, route.adapter_path, exc)
+        return
+    _served_from[key] = route.adapter_path
+
+
 def _routed(settings: Settings, model: str | None, user_id: str, run: Callable[[Route], T]) -> T:
     """Run against the routed model; if vLLM does not have it (swapped out, or not loaded yet after
     a promotion or a restart), route again and load that adapter on demand."""
     try:
-        return run(resolve(settings, model, user_id))
+        route = resolve(settings, model, user_id)
+        _check_served(settings, route)
+        return run(route)
     except openai.NotFoundError:
         route = resolve(settings, model, user_id)
         if route.adapter_path is None:

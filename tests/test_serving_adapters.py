@@ -74,6 +74,18 @@ def test_a_name_loaded_from_another_path_is_replaced(vllm_settings, adapters):
         unload_adapter(vllm_settings, name)
 
 
+def test_a_version_is_answered_by_its_own_adapter_when_vllm_holds_another_under_its_name(vllm_settings, adapters):
+    """One vLLM, two registries (a demo home, a restored database): each has a "v1" of its own."""
+    load_adapter(vllm_settings, "t-b", adapters["b"])
+    expected_b = text(vllm_settings, "t-b")
+    _, name = register(vllm_settings, adapters["b"])
+    load_adapter(vllm_settings, name, adapters["a"])  # the other registry's version of that name
+    assert text(vllm_settings, name) == expected_b
+    assert loaded_adapters(vllm_settings)[name] == str(adapters["b"].resolve())
+    for served in ("t-b", name):
+        unload_adapter(vllm_settings, served)
+
+
 def test_bad_adapters_are_refused_and_the_served_version_stays(vllm_settings, adapters, tmp_path):
     with pytest.raises(AdapterError, match="adapter_config.json missing"):
         load_adapter(vllm_settings, "t-missing", tmp_path / "gone")
