@@ -18,7 +18,7 @@ class TrainConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     beta: float = 0.1
     sft_weight: float = 1.0
-    learning_rate: float = 1e-3  # the settings' defaults (flywheel/settings.py says why)
+    learning_rate: float = 5e-4  # the settings' defaults (flywheel/settings.py says why)
     epochs: float = 1
     batch_size: int = 4
     gradient_accumulation_steps: int = 1
