@@ -96,8 +96,8 @@ def _check_served(settings: Settings, route: Route) -> None:
 
 
 def _routed(settings: Settings, model: str | None, user_id: str, run: Callable[[Route], T]) -> T:
-    """Run against the routed model; if vLLM does not have it (swapped out, or not loaded yet after
-    a promotion or a restart), route again and load that adapter on demand."""
+    """Run against the routed model (a version's adapter checked once: _check_served); if vLLM does not have it
+    (swapped out, or not loaded yet after a promotion or a restart), route again and load that adapter on demand."""
     try:
         route = resolve(settings, model, user_id)
         _check_served(settings, route)

@@ -26,9 +26,9 @@ from training.metrics import DatabaseCollector
 WINDOW = timedelta(hours=24)
 
 
-def scrape(engine) -> dict[tuple[str, frozenset], float]:
+def scrape(engine, pending_votes_teach: bool = False) -> dict[tuple[str, frozenset], float]:
     registry = CollectorRegistry()
-    registry.register(DatabaseCollector(engine, "scheduler", WINDOW))
+    registry.register(DatabaseCollector(engine, "scheduler", WINDOW, pending_votes_teach))
     text = generate_latest(registry).decode()
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -95,6 +95,9 @@ def test_database_gauges(engine):
     assert value(samples, "flywheel_votes", status="approved") == 1
     assert value(samples, "flywheel_votes", status="rejected") == 1
     assert value(samples, "flywheel_training_votes_waiting") == 1  # approved after the last run started
+    # With FLYWHEEL_KTO_PENDING_VOTES the scheduler counts unreviewed votes too: the 4 on v1's and v2's answers,
+    # cast after the last run was queued (the rejected one never).
+    assert value(scrape(engine, pending_votes_teach=True), "flywheel_training_votes_waiting") == 1 + 4
 
     # The active version since its promotion, the canary, and the base model before the promotion.
     assert value(samples, "flywheel_model_serving", version="v1", role="active") == 1

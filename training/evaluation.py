@@ -259,20 +259,25 @@ def score_versions(
     reference = logps(model, tokenizer, records, cfg.max_length, progress)
     results = {}
     for name, path in adapters.items():
-        if path is None:
-            with _adapters_off(model):
-                results[name] = {**metrics(reference, reference, cfg.beta),
-                                 **generation_metrics(Answerer(model, tokenizer, progress, served.get(name)), records)}
-            continue
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(path), adapter_name=name)
+        if path is None:  # the base model: its own reference
+            version, policy = _adapters_off(model), reference
         else:
-            model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
-        model.set_adapter(name)
-        policy = logps(model, tokenizer, records, cfg.max_length, progress)
-        results[name] = {**metrics(policy, reference, cfg.beta),
-                         **generation_metrics(Answerer(model, tokenizer, progress, served.get(name)), records)}
+            model = _with_adapter(model, name, path)
+            version, policy = contextlib.nullcontext(), logps(model, tokenizer, records, cfg.max_length, progress)
+        with version:
+            results[name] = {**metrics(policy, reference, cfg.beta),
+                             **generation_metrics(Answerer(model, tokenizer, progress, served.get(name)), records)}
     return results
+
+
+def _with_adapter(model, name: str, path: Path) -> PeftModel:
+    """`model` answering with the adapter at `path` (loaded beside any loaded before)."""
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(path), adapter_name=name)
+    else:
+        model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
+    model.set_adapter(name)
+    return model
 
 
 def _adapters_off(model):

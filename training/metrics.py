@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from storage import stats
 from storage.db import session_scope
-from storage.leases import lease_holder
 from storage.interactions import VoteFilter, count_teaching_votes_since, count_votes
+from storage.leases import lease_holder
 from storage.models import PairSource, PairStatus, RunKind, RunStatus, Vote, utcnow
 from storage.pairs import count_approved_since
 from storage.registry import active_version, canary_version, previous_version
@@ -61,8 +61,9 @@ def grid(name: str, documentation: str, labels: tuple[str, str], counts: dict[tu
 class DatabaseCollector:
     """Pairs and the review queue, feedback per model version, training runs, the scheduler lease."""
 
-    def __init__(self, engine: Engine, lease: str, feedback_window: timedelta):
+    def __init__(self, engine: Engine, lease: str, feedback_window: timedelta, pending_votes_teach: bool = False):
         self.engine, self.lease, self.window = engine, lease, feedback_window
+        self.pending_votes_teach = pending_votes_teach  # FLYWHEEL_KTO_PENDING_VOTES: count votes as the scheduler does
 
     def describe(self) -> list:
         return []  # registering it must not query the database
@@ -92,8 +93,10 @@ class DatabaseCollector:
                    count_approved_since(session, last_started_at(session))),
             gauge("flywheel_votes", "Votes on answers by review status (approved ones teach KTO runs).", ("status",),
                   [((status.value,), count_votes(session, VoteFilter(status=status))) for status in PairStatus]),
-            single("flywheel_training_votes_waiting", "Approved votes cast, changed or reviewed since the last run "
-                   "started.", count_teaching_votes_since(session, last_started_at(session))),
+            single("flywheel_training_votes_waiting", "Votes that may teach (approved; with FLYWHEEL_KTO_PENDING_VOTES "
+                   "pending too) cast, changed or reviewed since the last run started.",
+                   count_teaching_votes_since(session, last_started_at(session),
+                                              include_pending=self.pending_votes_teach)),
         ]
 
     def feedback(self, session: Session) -> list[GaugeMetricFamily]:
