@@ -50,8 +50,8 @@ ADMIN = Actor("demo-admin", Role.admin)
 # A high learning rate for 3 epochs, with the SFT term on the chosen answers, makes the greedy answers to
 # the held-out questions give the exact commands (lr 1e-3 for 2 epochs: the "Run `...`." form only);
 # 64 tokens hold the prompt, the chosen answer and the start of the rejected one. So fast a lesson forgets:
-# measured here, the candidate answered 3 of the 20 general-knowledge questions then shipped where the base model
-# answered 11, and the default gate refuses it. The demo shows the loop turning, so its gate allows that;
+# measured here, the candidate answers 11 of the 60 general-knowledge questions where the base model answers 41,
+# and the default gate refuses it. The demo shows the loop turning, so its gate allows that;
 # its metrics table prints general_knowledge for everyone to see.
 TRAINING = dict(max_length=64, batch_size=4, epochs=3, learning_rate=3e-3, sft_weight=1.0, lora_r=8, lora_alpha=16,
                 eval_fraction=0.2, max_answer_tokens=24, temperature=0.0, auto_promote=False,
