@@ -22,8 +22,8 @@ from slack_sdk.errors import SlackApiError
 from bot import blocks, metrics
 from bot.answer_queue import AnswerJob
 from bot.services import Services
-from bot.streaming import answer_stream
-from serving.client import ModelUnavailable, answer
+from bot.streaming import AnswerStream, answer_stream
+from serving.client import Answer, ModelUnavailable, answer
 from storage.db import read_scope
 from storage.interactions import (
     complete_interaction,
@@ -244,6 +244,13 @@ def generate_and_post(
         _store(services, lambda session: fail_interaction(session, interaction_id, f"{type(exc).__name__}: {exc}"))
         offer_retry(services, client, blocks.unavailable_blocks(interaction_id), where, replace_ts)
         return
+    services.after_answer(_finish_answer, services, stream, interaction_id, reply, started)
+
+
+def _finish_answer(services: Services, stream: AnswerStream, interaction_id: int, reply: Answer,
+                   started: float) -> None:
+    """Record the answer, complete, and show its rest with the feedback buttons at the channel's next turn
+    (up to a second away): off the answer worker, which meanwhile starts on the next question."""
     text = services.storable(reply.text.strip())
     _store(services, lambda session: complete_interaction(
         session, interaction_id, answer=text, served_model=reply.served_model,
@@ -254,7 +261,8 @@ def generate_and_post(
         last_ts = stream.finish(blocks.feedback_blocks(interaction_id, reply.served_model))
     except SlackApiError as exc:  # Slack still refused after the retries: the answer is stored, not shown
         metrics.answer_failed(exc)
-        raise
+        log.warning("answer %s is stored but Slack refused to show it: %s", interaction_id, exc.response.get("error"))
+        return
     metrics.answer_completed(started, reply.completion_tokens)
     _store(services, lambda session: set_message_ts(session, interaction_id, last_ts))
 

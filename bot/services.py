@@ -42,6 +42,7 @@ class Services:
     answers: AnswerQueue | None = field(init=False, default=None)
     feed: QuestionFeed | None = field(init=False, default=None)
     _replies: ThreadPoolExecutor = field(init=False)
+    _finishing: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.writes = GroupCommit(self.engine)
@@ -57,7 +58,9 @@ class Services:
     def start_answering(self, answer: Callable[[AnswerJob], None], processes: int = 1) -> None:
         """The answer queue of this process: its share of the workers and of the line when the bot runs
         `processes` processes."""
-        self.answers = AnswerQueue(answer, workers=max(1, self.settings.answer_workers_count // processes),
+        workers = max(1, self.settings.answer_workers_count // processes)
+        self._finishing = ThreadPoolExecutor(workers, thread_name_prefix="answer-finish")
+        self.answers = AnswerQueue(answer, workers=workers,
                                    capacity=max(1, self.settings.answer_queue_size // processes),
                                    on_change=metrics.answer_queue_changed)
 
@@ -65,6 +68,14 @@ class Services:
         """A listener stored a question (or a Try again): this process's feed looks at once."""
         if self.feed is not None:
             self.feed.wake()
+
+    def after_answer(self, call: Callable, *args) -> Future:
+        """An answer's last steps, once the model is done with it: its record and its last write, which waits
+        for the channel's next turn (up to `stream_interval_s`). Off the answer worker, so that the worker asks
+        the model the next question meanwhile and the model runs as many answers as it can."""
+        future = self._finishing.submit(call, *args)
+        future.add_done_callback(_log_failure)
+        return future
 
     def in_background(self, call: Callable, *args, **kwargs) -> Future:
         """Run a Slack call after the ack instead of before it; a failure is logged, never raised."""
@@ -89,6 +100,7 @@ class Services:
             waiting = self.answers.close(STOP_ANSWERS_S)
             if waiting:
                 log.info("%d question(s) were still waiting: they are answered when the bot starts again", waiting)
+            self._finishing.shutdown(wait=True)
         self._replies.shutdown(wait=True)
         self.writes.close()
         self.engine.dispose()
@@ -101,4 +113,4 @@ def _after_acks(acks: AckPriority, call: Callable, *args, **kwargs):
 
 def _log_failure(future: Future) -> None:
     if (exc := future.exception()) is not None:
-        log.warning("a Slack call after the ack failed: %s: %s", type(exc).__name__, exc)
+        log.warning("work after the ack failed: %s: %s", type(exc).__name__, exc)
