@@ -4,6 +4,7 @@ N new questions are being answered. Nothing may be lost, and Slack's 3 s ack lim
     python -m bench.slack_load                                   # 100 users, HTTP mode, stand-in model
     python -m bench.slack_load --users 20,100,300 --mode http,socket --model standin
     python -m bench.slack_load --model vllm                      # the real vLLM (starts its own; or --vllm-url)
+    python -m bench.slack_load --processes 8,4+4                 # 8 processes; 4 that receive beside 4 that answer
 
 `flywheel bot` runs as its own process, exactly as deployed, against a fresh database, with its Web API
 pointed at the recording Slack stand-in (bot/testing/slack_api.py) and, in Socket Mode, connected to the
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -382,6 +384,7 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
         "FLYWHEEL_STREAM_CHUNK_TOKENS": str(args.stream_chunk_tokens),
         "FLYWHEEL_RATE_LIMIT_PER_MINUTE": "100000", "FLYWHEEL_REQUEST_TIMEOUT_S": "600",
         "FLYWHEEL_ANSWER_QUEUE_SIZE": "10000", "FLYWHEEL_BOT_PROCESSES": str(args.bot_processes),
+        "FLYWHEEL_BOT_ANSWER_PROCESSES": str(args.answer_processes),
     })
     log = (home / "bot.log").open("wb")
     bot = subprocess.Popen([sys.executable, "-m", "flywheel", "bot"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -389,9 +392,9 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert bot.poll() is None, (home / "bot.log").read_text()
-        if socket is not None and socket.connection_count >= process_count(args):
-            return bot, url
-        if socket is None and listening(home / "bot.log") >= process_count(args):
+        answering = (home / "bot.log").read_text(errors="replace").count("bot.app: answering the questions")
+        receiving = socket.connection_count if socket is not None else listening(home / "bot.log")
+        if receiving >= process_count(args) and answering >= args.answer_processes:
             return bot, url
         time.sleep(0.2)
     raise RuntimeError("the bot did not start")
@@ -427,7 +430,7 @@ def model_answers_per_minute(model_url: str, count: int, capacity: int, max_toke
 
 
 def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[str, Any]:
-    home = workdir / f"{mode}-{users}"
+    home = workdir / f"{mode}-{users}-{args.bot_processes}+{args.answer_processes}"
     home.mkdir(parents=True)
     db_url = f"sqlite:///{home / 'flywheel.db'}"
     upgrade(db_url)
@@ -454,6 +457,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
         visible, words = reply_times(run, asked)
         result = {
             "users": users, "mode": mode, "channels": args.channels, "bot_processes": process_count(args),
+            "bot_answer_processes": args.answer_processes,
             "ack_questions_s": summary([s.latency_s for s in asked if s.latency_s is not None]),
             # the first burst alone: every question in the same instant, nothing else under way yet
             "ack_first_burst_s": summary([s.latency_s for s in asked_first if s.latency_s is not None]),
@@ -524,8 +528,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=30, help="Most tokens per answer.")
     parser.add_argument("--stream-chunk-tokens", type=int, default=16,
                         help="Tokens in each streamed chunk the bot asks for (1: a chunk per token, as vLLM 0.26 sends).")
-    parser.add_argument("--bot-processes", type=int, default=0,
-                        help="FLYWHEEL_BOT_PROCESSES for the bot (0: its default, one per core up to 8).")
+    parser.add_argument("--processes", default="0",
+                        help="Comma-separated layouts of the bot's processes, each R or R+A: FLYWHEEL_BOT_PROCESSES R "
+                        "(0: its default, one per core up to 8) and FLYWHEEL_BOT_ANSWER_PROCESSES A (receive and "
+                        "answer processes apart; default 0: every process does both).")
     parser.add_argument("--channels", type=int, default=10, help="Channels the users are spread over.")
     parser.add_argument("--better-share", type=float, default=0.2, help="Share of voters who write a better answer.")
     parser.add_argument("--standin-concurrency", type=int, default=8)
@@ -552,12 +558,14 @@ def main() -> None:
         results["model"]["answers_per_minute"] = round(model_answers_per_minute(
             url, 4 * args.capacity, args.capacity, args.max_tokens), 1)
         print(f"model alone: {results['model']['answers_per_minute']} answers/min at {args.capacity} at once")
-        for mode in args.mode.split(","):
-            for users in map(int, args.users.split(",")):
-                result = one_run(users, mode, args, url, workdir)
-                results["runs"].append(result)
-                print(json.dumps(result, indent=1))
-                args.out.write_text(json.dumps(results, indent=1))
+        for mode, layout, users in itertools.product(args.mode.split(","), args.processes.split(","),
+                                                     map(int, args.users.split(","))):
+            receivers, _, answerers = layout.partition("+")
+            args.bot_processes, args.answer_processes = int(receivers), int(answerers or 0)
+            result = one_run(users, mode, args, url, workdir)
+            results["runs"].append(result)
+            print(json.dumps(result, indent=1))
+            args.out.write_text(json.dumps(results, indent=1))
     finally:
         if isinstance(model, subprocess.Popen):
             model.terminate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from typing import Literal
 
 from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
@@ -19,11 +20,15 @@ from flywheel.settings import Settings
 from serving.client import model_client
 
 log = logging.getLogger(__name__)
+# What one bot process does: both (receive, store and ack Slack's requests, and answer its share of the
+# channels), or one of the two when the bot runs receive and answer processes apart (bot/processes.py).
+Role = Literal["both", "receive", "answer"]
 
 
-def build_app(settings: Settings, services: Services | None = None, share: ChannelShare = ChannelShare()) -> App:
+def build_app(settings: Settings, services: Services | None = None,
+              share: ChannelShare | None = ChannelShare()) -> App:
     """The Bolt app, its Web API client pointed at `settings.slack_api_url`, answering the questions of its
-    `share` of the channels from its own queue.
+    `share` of the channels from its own queue (None: it only stores and acks; answer processes answer).
     It checks the bot token with auth.test; in HTTP mode every request must carry a valid signature no
     older than 5 minutes."""
     client = slack_client(settings)
@@ -44,11 +49,19 @@ def build_app(settings: Settings, services: Services | None = None, share: Chann
     register_listeners(app, services)
     metrics.time_acks(app)
     services.acks.watch(app)
+    if share is not None:
+        start_answering(settings, services, client, share, woken_by_listeners=share.count == 1)
+    return app
+
+
+def start_answering(settings: Settings, services: Services, client: WebClient, share: ChannelShare, *,
+                    woken_by_listeners: bool) -> None:
+    """Answer the waiting questions of `share`: this process's answer queue, fed from the database.
+    `woken_by_listeners`: every question is stored by this process's own listeners (no need to poll often)."""
     model_client(settings)  # built now, not by the first answers of a burst
     services.start_answering(lambda job: answer_job(services, client, job), share.count)
-    services.feed = QuestionFeed(services, client, share)
+    services.feed = QuestionFeed(services, client, share, woken_by_listeners=woken_by_listeners)
     services.feed.start()
-    return app
 
 
 def _pooled_client(client: WebClient):
@@ -62,14 +75,25 @@ def _pooled_client(client: WebClient):
     return use_pooled_client
 
 
-def run(settings: Settings, stop: threading.Event, share: ChannelShare = ChannelShare(),
-        listen_fd: int | None = None) -> None:
-    """Serve until `stop` is set: Socket Mode (app-level token; a connection of its own) or HTTP on
-    settings.bot_port (or on the socket `listen_fd` the bot's parent process shares), answering the
-    questions of `share`. Then disconnect (Slack stops sending this process events) and let the answers
-    being written finish; questions still waiting stay stored and are answered at the next start."""
+def run(settings: Settings, stop: threading.Event, share: ChannelShare | None = ChannelShare(),
+        listen_fd: int | None = None, role: Role = "both") -> None:
+    """Until `stop` is set: receive Slack's requests (unless `role` is "answer") in Socket Mode (app-level
+    token; a connection of its own) or HTTP on settings.bot_port (or on the socket `listen_fd` the bot's
+    parent process shares), and answer the questions of `share` (unless `role` is "receive"). Then
+    disconnect (Slack stops sending this process events) and let the answers being written finish;
+    questions still waiting stay stored and are answered at the next start."""
     services = Services.from_settings(settings)
-    app = build_app(settings, services, share)
+    if role == "answer":
+        start_answering(settings, services, slack_client(settings), share, woken_by_listeners=False)
+        log.info("answering the questions of channel share %d/%d", share.index, share.count)
+        stop.wait()
+    else:
+        _receive(settings, stop, build_app(settings, services, share if role == "both" else None), listen_fd)
+    services.close()
+    log.info("stopped")
+
+
+def _receive(settings: Settings, stop: threading.Event, app: App, listen_fd: int | None) -> None:
     if settings.bot_mode == "socket":
         # websocket-client's parser, not slack_sdk's built-in client: under a burst of envelopes the built-in
         # one misreads frames that arrive together ("unsupported data frame"), drops the connection and never
@@ -92,5 +116,3 @@ def run(settings: Settings, stop: threading.Event, share: ChannelShare = Channel
         log.info("listening on port %d, path /slack/events", server.port)
         stop.wait()
         server.stop()
-    services.close()
-    log.info("stopped")

@@ -1,9 +1,10 @@
 """The answer queue's feed: stored questions, from the database, into the line of this bot process.
 
-Every bot process stores the questions it receives and acks them; none hands a question to another. Each
-process answers the waiting questions of its share of the channels (`ChannelShare`), which it reads from
-the database at once when one of its own listeners stored one, and every 50 ms when other processes
-store questions too. One process owns a
+Every bot process that receives Slack's requests stores the questions it receives and acks them; none hands
+a question to another. Each process that answers answers the waiting questions of its share of the channels
+(`ChannelShare`), which it reads from the database at once when one of its own listeners stored one, and
+every 50 ms when other processes store questions too (several processes, or receive and answer processes
+apart: bot/processes.py). One process owns a
 channel, so one pacer keeps that channel's writes within Slack's limit; questions stored by a process that
 stopped are answered by the owner of their channel (after a restart too: they wait in the database).
 A question that has to wait is told its place; one beyond the line's bound is refused with a notice and
@@ -29,8 +30,8 @@ from storage.interactions import WaitingQuestion, fail_interaction, waiting_ques
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
-# How often the database is read: with several processes, for questions the others stored; with one, only
-# as a safety net (its own listeners wake it).
+# How often the database is read: for questions other processes stored; when this process's own listeners
+# store them all (one process receives and answers), only as a safety net (they wake it).
 POLL_S, ALONE_POLL_S = 0.05, 1.0
 
 
@@ -55,8 +56,9 @@ class ChannelShare:
 
 
 class QuestionFeed:
-    def __init__(self, services: Services, client: WebClient, share: ChannelShare):
+    def __init__(self, services: Services, client: WebClient, share: ChannelShare, *, woken_by_listeners: bool):
         self._services, self._client, self._share = services, client, share
+        self._poll_s = ALONE_POLL_S if woken_by_listeners else POLL_S
         self._bot_user_id: str | None = None
         self._taken: set[tuple[int, str | None]] = set()  # (question, Try again message) put in line here
         self._woken, self._stopping = threading.Event(), threading.Event()
@@ -87,7 +89,7 @@ class QuestionFeed:
             if starting and new:  # what a stopped bot left unanswered
                 log.info("resumed %d unanswered question(s)", new)
             starting = False
-            self._woken.wait(POLL_S if self._share.count > 1 else ALONE_POLL_S)
+            self._woken.wait(self._poll_s)
             self._woken.clear()
 
     def _take_waiting(self) -> int:

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         "shared listening socket; Socket Mode: a connection each) and answers its share of the channels. "
         "0: one per CPU core, at most 8 (a burst is acked and first answered sooner than by one; Reliability, Load).",
     )
+    bot_answer_processes: int = Field(
+        0, ge=0, le=64, description="Processes that only answer (each its share of the channels) while the "
+        "FLYWHEEL_BOT_PROCESSES others only receive, store and ack, so that no ack waits behind answers being "
+        "written. 0: every bot process also answers.",
+    )
     bot_listener_threads: int = Field(
         32, ge=1, description="Threads that store, enqueue and acknowledge Slack requests (both modes)."
     )

@@ -1,6 +1,7 @@
 """`flywheel bot` as several processes (FLYWHEEL_BOT_PROCESSES): in HTTP mode they accept from one shared
 socket, in Socket Mode each holds a connection of its own; every process stores and acks what it receives and
-answers the questions of its share of the channels. A burst at once is stored and answered exactly once,
+answers the questions of its share of the channels, or (FLYWHEEL_BOT_ANSWER_PROCESSES) receiving and answering
+run in processes apart. A burst at once is stored and answered exactly once,
 whichever process received each question, and the parent serves the processes' metrics as one."""
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ def answered_once(url: str, slack: SlackStub, threads: set[str]) -> None:
     assert {thread: len(answers.get(thread, [])) for thread in threads} == {thread: 1 for thread in threads}
 
 
+def burst_stored_acked_and_answered_once(url: str, sqlite_url: str, slack: SlackStub) -> None:
+    """USERS signed mentions sent over HTTP at once: every one acked 200, stored before its ack, answered once."""
+    events = mentions(slack, 1, USERS)
+
+    def send(payload: dict) -> int:
+        body = json.dumps(payload)
+        return httpx.post(url, content=body, headers=signed_headers(SECRET, body, "application/json"),
+                          timeout=30).status_code
+
+    assert at_once(send, events) == [200] * USERS
+    threads = {e["event"]["ts"] for e in events}
+    assert {i.question_ts for i in stored(sqlite_url, Interaction)} == threads  # stored before the acks
+    answered_once(sqlite_url, slack, threads)
+
+
 def metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
                or line.startswith(name + "{"))
@@ -54,17 +70,7 @@ def test_http_burst_over_two_processes_is_stored_and_answered_once_and_metrics_a
                                             FLYWHEEL_BOT_METRICS_PORT=str(metrics_port)))
         try:
             wait_until_listening(url.replace("/slack/events", "/healthz"), process)
-            events = mentions(slack, 1, USERS)
-
-            def send(payload: dict) -> int:
-                body = json.dumps(payload)
-                return httpx.post(url, content=body, headers=signed_headers(SECRET, body, "application/json"),
-                                  timeout=30).status_code
-
-            assert at_once(send, events) == [200] * USERS
-            threads = {e["event"]["ts"] for e in events}
-            assert {i.question_ts for i in stored(sqlite_url, Interaction)} == threads  # stored before the acks
-            answered_once(sqlite_url, slack, threads)
+            burst_stored_acked_and_answered_once(url, sqlite_url, slack)
             scraped = eventually(lambda: text if metric(text := httpx.get(
                 f"http://127.0.0.1:{metrics_port}/metrics").text, "flywheel_bot_answers_completed_total") == USERS
                 else None)
@@ -76,6 +82,26 @@ def test_http_burst_over_two_processes_is_stored_and_answered_once_and_metrics_a
             output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
     assert output.count("started bot") == PROCESSES and output.count("stopped") >= PROCESSES
+
+
+def test_receive_processes_and_answer_processes_apart_answer_a_burst_once(tmp_path, sqlite_url, vllm_server):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/slack/events"
+    with SlackStub(TOKEN) as slack:
+        process = bot_process(tmp_path, env(tmp_path, sqlite_url, slack, vllm_server.url, FLYWHEEL_BOT_MODE="http",
+                                            FLYWHEEL_BOT_PORT=str(port), SLACK_SIGNING_SECRET=SECRET,
+                                            FLYWHEEL_BOT_ANSWER_PROCESSES="2"))
+        try:
+            wait_until_listening(url.replace("/slack/events", "/healthz"), process)
+            burst_stored_acked_and_answered_once(url, sqlite_url, slack)
+        finally:
+            process.terminate()
+            output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert output.count("started bot") == PROCESSES + 2
+    # the receivers serve HTTP and answer nothing; each answer process answers its share and serves nothing
+    assert output.count("bot.app: listening on port") == PROCESSES
+    assert output.count("bot.app: answering the questions of channel share") == 2
 
 
 def test_socket_mode_processes_each_hold_a_connection_and_answer_every_question_once(

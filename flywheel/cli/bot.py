@@ -16,6 +16,7 @@ from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 def bot(
     share: str = typer.Option(None, hidden=True, help="K/N: run as bot process K of N (started by `flywheel bot`)."),
     listen_fd: int = typer.Option(None, hidden=True, help="The listening socket the parent process shares."),
+    role: str = typer.Option("both", hidden=True, help="both, receive or answer (set by `flywheel bot`)."),
 ) -> None:
     """Answer in Slack: Socket Mode with SLACK_APP_TOKEN, or HTTP on FLYWHEEL_BOT_PORT with SLACK_SIGNING_SECRET,
     in FLYWHEEL_BOT_PROCESSES processes. Ctrl-C or SIGTERM (as `flywheel up` stops it) disconnects from Slack
@@ -35,12 +36,13 @@ def bot(
         signal.signal(sig, lambda *_: stop.set())
     try:
         require_migrated(get_engine(config.database_url))
-        if share is None and config.bot_process_count > 1:
-            run_processes(config, config.bot_process_count)
+        child = share is not None or role != "both"
+        if not child and (config.bot_process_count > 1 or config.bot_answer_processes):
+            run_processes(config, config.bot_process_count, config.bot_answer_processes)
             return
-        if share is None:  # one process: its own metrics (several: the parent serves them all)
+        if not child:  # one process: its own metrics (several: the parent serves them all)
             serve_metrics(config, config.bot_metrics_port)
-        run(config, stop, ChannelShare.parse(share) if share else ChannelShare(), listen_fd)
+        run(config, stop, ChannelShare.parse(share) if share else ChannelShare(), listen_fd, role)
     except (MissingSlackCredentials, DatabaseNotMigrated, BoltError) as exc:
         raise fail(str(exc)) from None
     except SlackApiError as exc:  # a refused app-level token, say
