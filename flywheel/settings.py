@@ -98,7 +98,8 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Least seconds between two message updates in one channel (Slack allows about 1/s)."
     )
     answer_workers: int = Field(
-        0, ge=0, description="Answers written at once; 0 means FLYWHEEL_VLLM_MAX_NUM_SEQS (the model's capacity)."
+        0, ge=0, description="Answers the model is asked for at once (an answer's last write to Slack, at the "
+        "channel's pace, holds none); 0 means FLYWHEEL_VLLM_MAX_NUM_SEQS (the model's capacity)."
     )
     answer_queue_size: int = Field(
         500, ge=1, description="Questions that may wait for an answer; beyond it the asker is told the bot is busy "
