@@ -116,3 +116,22 @@ def test_beyond_the_queue_bound_the_asker_is_told_and_the_question_kept_for_try_
         eventually(lambda: next(i for i in rows(bot, Interaction) if i.id == kept.id).status
                    is InteractionStatus.ok, timeout=120)
         assert any(u["ts"] == notice["ts"] for u in posted(slack, "chat.update"))
+
+
+def test_a_worker_asks_the_next_question_while_a_finished_answer_waits_for_its_channels_turn(
+    tmp_path, sqlite_url, base_model_dir, slack, vllm_server
+):
+    # One worker, and Slack's pace set to one write every 3 s a channel: the first answer's last write waits
+    # about 3 s for its channel's turn after its first words. The worker meanwhile answers the second
+    # question, in another channel, instead of waiting with it.
+    settings = bot_settings(tmp_path, sqlite_url, base_model_dir, slack, vllm_server.url, max_answer_tokens=8,
+                            answer_workers=1, stream_interval_s=3.0, rate_limit_per_minute=1000)
+    with RunningBot(settings) as bot:
+        events = mentions(slack, 1, 2)  # two channels
+        assert [r.status_code for r in at_once(bot.send_event, events)] == [200, 200]
+        answered(bot, slack, {e["event"]["ts"] for e in events})
+    first_words = {call.params["channel"]: call.at for call in slack.calls_to("chat.startStream")}
+    last_writes = {call.params["channel"]: call.at for call in slack.calls_to("chat.stopStream")}
+    first, second = sorted(first_words, key=first_words.get)
+    assert last_writes[first] - first_words[first] >= 2.5  # the pace held the first answer's last write
+    assert first_words[second] < last_writes[first]
