@@ -104,12 +104,14 @@ def test_receive_processes_and_answer_processes_apart_answer_a_burst_once(tmp_pa
     assert output.count("bot.app: answering the questions of channel share") == 2
 
 
-def test_socket_mode_processes_each_hold_a_connection_and_answer_every_question_once(
-    tmp_path, sqlite_url, vllm_server
+@pytest.mark.parametrize("answer_processes", [0, 1])
+def test_socket_mode_receiving_processes_each_hold_a_connection_and_every_question_is_answered_once(
+    tmp_path, sqlite_url, vllm_server, answer_processes
 ):
     with SocketModeStub() as socket, SlackStub(TOKEN, app_token=APP_TOKEN, socket_url=socket.url) as slack:
         process = bot_process(tmp_path, env(tmp_path, sqlite_url, slack, vllm_server.url, FLYWHEEL_BOT_MODE="socket",
-                                            SLACK_APP_TOKEN=APP_TOKEN))
+                                            SLACK_APP_TOKEN=APP_TOKEN,
+                                            FLYWHEEL_BOT_ANSWER_PROCESSES=str(answer_processes)))
         try:
             wait_until(socket.connected, process)
             eventually(lambda: socket.connection_count == PROCESSES, timeout=60)
@@ -117,7 +119,9 @@ def test_socket_mode_processes_each_hold_a_connection_and_answer_every_question_
             envelopes = [socket.send("events_api", event) for event in events]  # spread over both connections
             assert all(socket.wait_for_ack(envelope) == {"envelope_id": envelope} for envelope in envelopes)
             answered_once(sqlite_url, slack, {e["event"]["ts"] for e in events})
+            assert socket.connection_count == PROCESSES  # an answer process holds no connection
         finally:
             process.terminate()
-            process.communicate(timeout=60)
+            output = process.communicate(timeout=60)[0]
     assert process.returncode == 0
+    assert output.count("bot.app: answering the questions of channel share") == answer_processes
