@@ -8,8 +8,8 @@ connection, and Slack spreads envelopes over them); every process stores and ack
 answers the questions of its channels (bot/question_feed.py). An ack can still wait for its process's
 interpreter while that writes answers; with answer processes apart, a receiving process does nothing but
 store and ack (and the short Slack calls after an ack), and the answer processes read the questions from
-the database. The parent restarts a process that dies and
-serves the processes' metrics together on settings.bot_metrics_port (prometheus_client's multiprocess mode).
+the database. The parent restarts a process that dies and serves the processes' metrics together on
+settings.bot_metrics_port (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -58,9 +58,8 @@ def run_processes(settings: Settings, count: int, answer_count: int = 0) -> None
         fds = (sock.fileno(),)
         shared = ["--listen-fd", str(sock.fileno())]
         log.info("listening on port %d, path /slack/events, in %d processes", settings.bot_port, count)
-    if answer_count:
-        log.info("%d more processes answer, each its share of the channels", answer_count)
     if answer_count:  # receivers store and ack; answerers answer their share, with no socket or connection
+        log.info("%d more processes answer, each its share of the channels", answer_count)
         roles = [(["--role", "receive", *shared], fds)] * count
         roles += [(["--role", "answer", "--share", f"{k}/{answer_count}"], ()) for k in range(answer_count)]
     else:

@@ -4,9 +4,9 @@ Every bot process that receives Slack's requests stores the questions it receive
 a question to another. Each process that answers answers the waiting questions of its share of the channels
 (`ChannelShare`), which it reads from the database at once when one of its own listeners stored one, and
 every 50 ms when other processes store questions too (several processes, or receive and answer processes
-apart: bot/processes.py). One process owns a
-channel, so one pacer keeps that channel's writes within Slack's limit; questions stored by a process that
-stopped are answered by the owner of their channel (after a restart too: they wait in the database).
+apart: bot/processes.py). One process owns a channel, so one pacer keeps that channel's writes within Slack's
+limit; questions stored by a process that stopped are answered by the owner of their channel (after a restart
+too: they wait in the database).
 A question that has to wait is told its place; one beyond the line's bound is refused with a notice and
 Try again (stored as failed: the button asks again).
 """
