@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from slack_sdk import WebClient
@@ -36,6 +37,19 @@ WORD_CHARS = 200  # longer than any word, shorter than a message
 MAX_CHANNELS = 10_000  # channels the pacer remembers before it forgets those whose next turn has come
 
 
+@dataclass
+class _Turns:
+    """One channel's turns."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held by the one write in its turn
+    next_at: float = 0.0  # when the next turn starts
+    claimed_until: float = 0.0  # an answer's first words claim the next free turn until then
+    waiting: int = 0  # writes waiting for the next turn (a finished answer's last one, a notice)
+
+    def idle(self, now: float) -> bool:
+        return max(self.next_at, self.claimed_until) <= now and not self.waiting and not self.lock.locked()
+
+
 class ChannelPacer:
     """At most one message write per `interval_s` in each channel, across every answer written there.
 
@@ -44,56 +58,79 @@ class ChannelPacer:
     runs before a turn is taken (the bot yields to a burst of acks there).
 
     First words come first: an answer that has shown nothing yet claims the channel's next free turn, and
-    updates of answers already under way skip it. Otherwise the answers being streamed there, which try on
-    every token, win most turns, and a person whose answer started second saw nothing for seconds (p99 3.6 s
-    with two answers a channel, bench/slack_load.py). A claim lapses an interval after its last try, so an
-    answer that stops trying (finished, failed) holds nobody back."""
+    updates of answers already under way skip it; so does a write that waits for its turn (a finished
+    answer's last one), for one interval at most. Otherwise the answers being streamed there, which try on
+    every token, won most turns, and a person whose answer started second saw nothing for seconds (p99 3.6 s
+    with two answers a channel, bench/slack_load.py); and once finished answers no longer held a worker while
+    they waited, their last writes took the turns the next answers' first words needed (p99 2.5 s with two
+    a channel). A claim lapses an interval after its last try, so an answer that stops trying (finished,
+    failed) holds nobody back. Updates also skip while a write waits, so that it is not passed over."""
 
     def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, before_turn: Callable[[], None] = lambda: None):
         self._interval, self._clock, self._sleep, self._before_turn = interval_s, clock, sleep, before_turn
-        # lock, [when the next turn starts, until when first words claim the next free turn]
-        self._channels: dict[str, tuple[threading.Lock, list[float]]] = {}
+        self._channels: dict[str, _Turns] = {}
         self._lock = threading.Lock()
 
     @contextmanager
     def turn(self, channel: str, *, wait: bool = True, first_words: bool = False) -> Iterator[bool]:
-        """Yields True inside the channel's turn: at once or after waiting for it, first come first served.
-        With `wait=False` (an update that may be skipped: its text goes out with the next one) it yields
-        False at once when the turn is not free now, or when it is an update (not `first_words`) and an
-        answer's first words claim the turn."""
+        """Yields True inside the channel's turn: at once or after waiting for it. With `wait=False` (an
+        update that may be skipped: its text goes out with the next one) it yields False at once when the
+        turn is not free now, or when it is an update (not `first_words`) and an answer's first words claim
+        the turn or another write waits for it."""
         self._before_turn()
-        lock, times = self._channel(channel)
-        if not lock.acquire(blocking=wait):
-            self._claim(times, first_words)
+        turns = self._channel(channel)
+        if not (self._wait_for_turn(turns, first_words) if wait else self._free_turn(turns, first_words)):
             yield False
             return
         try:
-            now = self._clock()
-            if not wait and (times[0] > now or (not first_words and times[1] > now)):
-                self._claim(times, first_words)
-                yield False
-                return
-            if times[0] > now:
-                self._sleep(times[0] - now)
             if first_words:
-                times[1] = 0.0  # claimed turn taken: other first words claim again at their next try
+                turns.claimed_until = 0.0  # claimed turn taken: other first words claim again at their next try
             yield True
-            times[0] = self._clock() + self._interval
+            turns.next_at = self._clock() + self._interval
         finally:
-            lock.release()
+            turns.lock.release()
 
-    def _claim(self, times: list[float], first_words: bool) -> None:
+    def _free_turn(self, turns: _Turns, first_words: bool) -> bool:
+        """Take the turn (its lock) if it is free now; first words that find it taken claim the next one."""
+        if turns.lock.acquire(blocking=False):
+            now = self._clock()
+            if turns.next_at <= now and (first_words or (turns.claimed_until <= now and not turns.waiting)):
+                return True
+            turns.lock.release()
         if first_words:
-            times[1] = max(times[1], self._clock() + self._interval)
+            turns.claimed_until = max(turns.claimed_until, self._clock() + self._interval)
+        return False
 
-    def _channel(self, channel: str) -> tuple[threading.Lock, list[float]]:
+    def _wait_for_turn(self, turns: _Turns, first_words: bool) -> bool:
+        """Take the channel's next turn (its lock), letting claimed first words go first for one interval."""
+        with self._lock:
+            turns.waiting += 1
+        deferred_until = None
+        try:
+            while True:
+                turns.lock.acquire()
+                now = self._clock()
+                if turns.next_at > now:
+                    until = turns.next_at
+                elif not first_words and turns.claimed_until > now and (deferred_until is None or now < deferred_until):
+                    deferred_until = deferred_until or now + self._interval
+                    until = min(turns.claimed_until, deferred_until)
+                else:
+                    return True
+                turns.lock.release()  # the claimed first words may take the turn meanwhile
+                self._sleep(until - now)
+        finally:
+            with self._lock:
+                turns.waiting -= 1
+
+    def _channel(self, channel: str) -> _Turns:
         with self._lock:
             if channel not in self._channels:
                 if len(self._channels) > MAX_CHANNELS:  # forget channels whose next turn has come
                     now = self._clock()
-                    self._channels = {c: v for c, v in self._channels.items() if max(v[1]) > now or v[0].locked()}
-                self._channels[channel] = (threading.Lock(), [0.0, 0.0])
+                    self._channels = {c: t for c, t in self._channels.items() if not t.idle(now)}
+                self._channels[channel] = _Turns()
             return self._channels[channel]
 
 
@@ -219,10 +256,10 @@ class AnswerStream:
         if not self._shown and not self._pending.strip():
             self._pending = blocks.EMPTY_ANSWER
         while self._over_a_message():
-            with self._pacer.turn(self._channel):
+            with self._pacer.turn(self._channel, first_words=not self._started):
                 self._close_full_message()
         rest = self._pending.rstrip()
-        with self._pacer.turn(self._channel):
+        with self._pacer.turn(self._channel, first_words=not self._started):  # nothing shown: its first words
             return self._send(lambda writer: writer.close(self._shown + rest, rest, feedback))
 
     def abort(self) -> None:

@@ -143,6 +143,53 @@ def test_an_answers_first_words_take_the_channels_next_turn_before_updates_of_an
         assert mine  # ... and stopped trying (finished another way): the claim lapsed an interval later
 
 
+def test_a_write_waiting_for_its_turn_lets_another_answers_first_words_go_first():
+    # A finished answer's last write waits for the channel's turn while answer B, which has shown nothing,
+    # tries to show its first words on each of its tokens: B's words take the turn, A's last write the next.
+    time_, writes, b_started = FakeTime(), [], []
+
+    def sleep_while_b_writes(seconds: float) -> None:
+        time_.sleep(seconds)
+        with pacer.turn("C1", wait=False, first_words=not b_started) as mine:  # B's next token
+            if mine:
+                writes.append(("B", time_.now))
+                b_started.append(True)
+
+    pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=sleep_while_b_writes)
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        writes.append(("A", time_.now))
+    time_.now = 0.5
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert not mine  # B's first token: the turn is A's until 1.0; B claims the next one
+    time_.now = 0.8
+    with pacer.turn("C1"):  # A is finished: its last write waits for the turn
+        writes.append(("A's last", time_.now))
+    # B's update at 2.0 skipped the turn A's last write waited for
+    assert writes == [("A", 0.0), ("B", 1.0), ("A's last", 2.0)]
+
+
+def test_a_write_waiting_for_its_turn_waits_for_claimed_first_words_only_until_the_claim_lapses():
+    time_ = FakeTime()
+    pacer = ChannelPacer(1.0, clock=lambda: time_.now, sleep=time_.sleep)
+    with pacer.turn("C1", wait=False) as mine:
+        assert mine  # A at 0
+    time_.now = 0.5
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert not mine  # B claims the turn at 1.0 until 1.5, then tries no more (its model failed, say)
+    time_.now = 0.8
+    with pacer.turn("C1") as mine:
+        assert mine and time_.now == 1.5
+    time_.now = 2.5
+    with pacer.turn("C1", wait=False, first_words=True) as mine:
+        assert mine  # a finished answer that showed nothing is first words too: it goes at once
+        time_.now = 2.6
+    time_.now = 2.7
+    with pacer.turn("C1", wait=False, first_words=True):
+        pass  # C claims 3.6 .. 3.7
+    with pacer.turn("C1", first_words=True) as mine:
+        assert mine and time_.now == 3.6  # waiting first words do not defer to other first words
+
+
 def test_redaction_takes_out_emails_phones_and_keys_but_not_dates_or_versions():
     text = (
         "Write to jane.doe@example.com or +49 (30) 1234-5678; my token is xoxb-1234567890-abcdefghij "
