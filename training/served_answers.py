@@ -20,10 +20,17 @@ log = logging.getLogger(__name__)
 
 Generate = Callable[[list[list[dict]], int], list[str]]  # prompts, max new tokens -> greedy answers
 IN_FLIGHT = 32  # requests at once: vLLM batches them
+# One request's limit here: the last of IN_FLIGHT waits for those before it (a CPU vLLM runs a few at once), and
+# no person waits on an evaluation, so a Slack answer's FLYWHEEL_REQUEST_TIMEOUT_S would fall back to
+# transformers on a slow machine for nothing (seen on 2 busy cores: 60 s passed with 60 general-knowledge
+# questions queued).
+REQUEST_TIMEOUT_S = 600.0
 
 
 def answerer(settings, served_name: str) -> Generate:
     """Greedy answers of the model vLLM serves as `served_name`, to prompts sent as they are."""
+    settings = settings.model_copy(update={"request_timeout_s": max(settings.request_timeout_s, REQUEST_TIMEOUT_S)})
+
     def ask(messages: list[dict], max_tokens: int) -> str:
         reply = answer(settings, messages, model=served_name, max_tokens=max_tokens, temperature=0.0,
                        system_prompt=False)
