@@ -392,18 +392,14 @@ def start_bot(mode: str, model_url: str, args, db_url: str, home: Path, stub: Sl
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert bot.poll() is None, (home / "bot.log").read_text()
-        answering = (home / "bot.log").read_text(errors="replace").count("bot.app: answering the questions")
-        receiving = socket.connection_count if socket is not None else listening(home / "bot.log")
+        # Every process, not the first one that answers: the others would still be importing beside the acks.
+        started = (home / "bot.log").read_text(errors="replace")
+        receiving = socket.connection_count if socket is not None else started.count("bot.app: listening on port")
+        answering = started.count("bot.app: answering the questions")
         if receiving >= process_count(args) and answering >= args.answer_processes:
             return bot, url
         time.sleep(0.2)
     raise RuntimeError("the bot did not start")
-
-
-def listening(log: Path) -> int:
-    """Bot processes that serve HTTP: each logs it once its server runs (one process answering /healthz is
-    not the bot ready: the others would still be starting, their imports beside the burst's acks)."""
-    return log.read_text(errors="replace").count("bot.app: listening on port")
 
 
 def process_count(args) -> int:

@@ -73,15 +73,11 @@ class Services:
         """An answer's last steps, once the model is done with it: its record and its last write, which waits
         for the channel's next turn (up to `stream_interval_s`). Off the answer worker, so that the worker asks
         the model the next question meanwhile and the model runs as many answers as it can."""
-        future = self._finishing.submit(call, *args)
-        future.add_done_callback(_log_failure)
-        return future
+        return _logged(self._finishing.submit(call, *args))
 
     def in_background(self, call: Callable, *args, **kwargs) -> Future:
         """Run a Slack call after the ack instead of before it; a failure is logged, never raised."""
-        future = self._replies.submit(call, *args, **kwargs)
-        future.add_done_callback(_log_failure)
-        return future
+        return _logged(self._replies.submit(call, *args, **kwargs))
 
     def after_acks(self, call: Callable, *args, **kwargs) -> Future:
         """`in_background`, for a call that can wait until a burst of acks is over (a notice, not a modal:
@@ -109,6 +105,12 @@ class Services:
 def _after_acks(acks: AckPriority, call: Callable, *args, **kwargs):
     acks.yield_to_acks()
     return call(*args, **kwargs)
+
+
+def _logged(future: Future) -> Future:
+    """`future`, whose failure is logged when it ends (work after the ack raises to nobody)."""
+    future.add_done_callback(_log_failure)
+    return future
 
 
 def _log_failure(future: Future) -> None:
