@@ -22,7 +22,8 @@ beside the same burst sent to a server that does nothing, this harness's floor o
 the first visible reply (the queued notice or the first words) and to the first words, answers completed
 per minute against the model's maximum, questions / votes / better answers lost (acked but not stored, or
 stored and never answered nor refused with a notice), duplicate answers, message updates per second per
-channel (the most in any one-second window), and the bot's peak memory.
+channel (the most in any one-second window), the bot's peak memory, and its CPU while idle (5 s before the
+first burst).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from storage.models import Alternative, Feedback, Interaction, InteractionStatus
 TOKEN, SECRET, APP_TOKEN = "xoxb-1-load-bench-token", "load-bench-signing-secret", "xapp-1-A0-load-bench-app-token"
 MESSAGE_WRITES = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream")
 FIRST_WORDS = ("chat.startStream", "chat.postMessage")
+IDLE_S = 5.0  # how long the bot's idle CPU is measured, before the first burst
 QUESTIONS = ["How do I restart the {n} service?", "Where are the logs of job {n}?", "What does error E{n} mean?"]
 
 
@@ -359,6 +361,13 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def idle_cpu(pid: int, seconds: float = IDLE_S) -> float:
+    """CPU ms a second the bot's processes use while nobody asks anything (before the burst)."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - before) / seconds * 1000, 1)
+
+
 def peak_rss_mb(pid: int) -> float:
     """The bot's processes' peak resident memory, summed."""
     total = 0
@@ -435,6 +444,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
     bot, url = start_bot(mode, model_url, args, db_url, home, stub, socket)
     run = Run(users, mode, args.channels, stub, socket, bot, url, make_engine(db_url))
     try:
+        idle_cpu_ms_per_s = idle_cpu(bot.pid)
         first = questions(run, 1)
         cpu_before, started = cpu_seconds(bot.pid), time.time()
         asked_first = send(run, first)
@@ -461,6 +471,7 @@ def one_run(users: int, mode: str, args, model_url: str, workdir: Path) -> dict[
             "ack_votes_s": summary([s.latency_s for s in voted if s.latency_s is not None]),
             "acks_not_200": sum(s.status != 200 for s in asked + voted + better_sent),
             "bot_cpu_ms_per_question_in_burst": round(ack_cpu_s / users * 1000, 2),
+            "bot_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
             "first_visible_reply_s": summary(visible), "first_words_s": summary(words),
             "answers_per_minute": {
                 "first_wave": round(users / (first_done - started) * 60, 1),

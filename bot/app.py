@@ -12,8 +12,9 @@ from slack_sdk import WebClient
 
 from bot import metrics
 from bot.answering import answer_job
+from bot.channel_shares import ChannelShare
 from bot.listeners import register_listeners
-from bot.question_feed import ChannelShare, QuestionFeed
+from bot.question_feed import QuestionFeed
 from bot.services import Services
 from bot.slack_client import secret, slack_client
 from flywheel.settings import Settings
@@ -50,17 +51,15 @@ def build_app(settings: Settings, services: Services | None = None,
     metrics.time_acks(app)
     services.acks.watch(app)
     if share is not None:
-        start_answering(settings, services, client, share, woken_by_listeners=share.count == 1)
+        start_answering(settings, services, client, share)
     return app
 
 
-def start_answering(settings: Settings, services: Services, client: WebClient, share: ChannelShare, *,
-                    woken_by_listeners: bool) -> None:
-    """Answer the waiting questions of `share`: this process's answer queue, fed from the database.
-    `woken_by_listeners`: every question is stored by this process's own listeners (no need to poll often)."""
+def start_answering(settings: Settings, services: Services, client: WebClient, share: ChannelShare) -> None:
+    """Answer the waiting questions of `share`: this process's answer queue, fed from the database."""
     model_client(settings)  # built now, not by the first answers of a burst
-    services.start_answering(lambda job: answer_job(services, client, job), share.count)
-    services.feed = QuestionFeed(services, client, share, woken_by_listeners=woken_by_listeners)
+    services.start_answering(lambda job: answer_job(services, client, job))
+    services.feed = QuestionFeed(services, client, share)
     services.feed.start()
 
 
@@ -75,16 +74,17 @@ def _pooled_client(client: WebClient):
     return use_pooled_client
 
 
-def run(settings: Settings, stop: threading.Event, share: ChannelShare | None = ChannelShare(),
+def run(settings: Settings, stop: threading.Event, share: ChannelShare = ChannelShare(),
         listen_fd: int | None = None, role: Role = "both") -> None:
     """Until `stop` is set: receive Slack's requests (unless `role` is "answer") in Socket Mode (app-level
     token; a connection of its own) or HTTP on settings.bot_port (or on the socket `listen_fd` the bot's
-    parent process shares), and answer the questions of `share` (unless `role` is "receive"). Then
-    disconnect (Slack stops sending this process events) and let the answers being written finish;
-    questions still waiting stay stored and are answered at the next start."""
-    services = Services.from_settings(settings)
+    parent process shares), and answer the questions of `share` (unless `role` is "receive": then only
+    `share.count`, the number of answering processes, matters). Then disconnect (Slack stops sending this
+    process events) and let the answers being written finish; questions still waiting stay stored and are
+    answered at the next start."""
+    services = Services.from_settings(settings, share.count)
     if role == "answer":
-        start_answering(settings, services, slack_client(settings), share, woken_by_listeners=False)
+        start_answering(settings, services, slack_client(settings), share)
         log.info("answering the questions of channel share %d/%d", share.index, share.count)
         stop.wait()
     else:

@@ -60,10 +60,11 @@ def run_processes(settings: Settings, count: int, answer_count: int = 0) -> None
         log.info("listening on port %d, path /slack/events, in %d processes", settings.bot_port, count)
     if answer_count:  # receivers store and ack; answerers answer their share, with no socket or connection
         log.info("%d more processes answer, each its share of the channels", answer_count)
-        roles = [(["--role", "receive", *shared], fds)] * count
-        roles += [(["--role", "answer", "--share", f"{k}/{answer_count}"], ()) for k in range(answer_count)]
+        answering = ["--shares", str(answer_count)]
+        roles = [(["--role", "receive", *answering, *shared], fds)] * count
+        roles += [(["--role", "answer", "--share", str(k), *answering], ()) for k in range(answer_count)]
     else:
-        roles = [(["--share", f"{k}/{count}", *shared], fds) for k in range(count)]
+        roles = [(["--share", str(k), "--shares", str(count), *shared], fds) for k in range(count)]
     children = [Child(f"bot {k + 1}/{len(roles)}", flywheel_argv("bot", *argv), env=env, pass_fds=pass_fds,
                       dies_with_parent=True) for k, (argv, pass_fds) in enumerate(roles)]
     registry = CollectorRegistry()

@@ -2,11 +2,10 @@
 
 Every bot process that receives Slack's requests stores the questions it receives and acks them; none hands
 a question to another. Each process that answers answers the waiting questions of its share of the channels
-(`ChannelShare`), which it reads from the database at once when one of its own listeners stored one, and
-every 50 ms when other processes store questions too (several processes, or receive and answer processes
-apart: bot/processes.py). One process owns a channel, so one pacer keeps that channel's writes within Slack's
-limit; questions stored by a process that stopped are answered by the owner of their channel (after a restart
-too: they wait in the database).
+(bot/channel_shares.py), which it reads from the database when the process that stored one rings its bell
+(itself, another process that does both, or a receive process: bot/processes.py), at its start, and every
+second as a safety net. Questions stored by a process that stopped are answered by the owner of their channel
+(after a restart too: they wait in the database).
 A question that has to wait is told its place; one beyond the line's bound is refused with a notice and
 Try again (stored as failed: the button asks again).
 """
@@ -15,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
-from dataclasses import dataclass
 from datetime import timedelta
 
 from slack_sdk import WebClient
@@ -24,59 +21,35 @@ from slack_sdk import WebClient
 from bot import blocks
 from bot.answer_queue import AnswerJob, QueueFull
 from bot.answering import Where, offer_retry, post_ephemeral
+from bot.channel_shares import ChannelShare
 from bot.services import Services
 from storage.db import read_scope, session_scope
 from storage.interactions import WaitingQuestion, fail_interaction, waiting_questions
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
-# How often the database is read: for questions other processes stored; when this process's own listeners
-# store them all (one process receives and answers), only as a safety net (they wake it).
-POLL_S, ALONE_POLL_S = 0.05, 1.0
-
-
-@dataclass(frozen=True)
-class ChannelShare:
-    """Channels whose stable hash modulo `count` is `index`."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> "ChannelShare":
-        """From "K/N" (process K of N, counted from 0)."""
-        index, _, count = text.partition("/")
-        share = cls(int(index), int(count))
-        if not 0 <= share.index < share.count:
-            raise ValueError(f"not a share of the channels: {text!r}")
-        return share
-
-    def owns(self, channel_id: str) -> bool:
-        return self.count == 1 or zlib.crc32(channel_id.encode()) % self.count == self.index
+SAFETY_POLL_S = 1.0  # the longest a question waits for its owner when its ring was lost
 
 
 class QuestionFeed:
-    def __init__(self, services: Services, client: WebClient, share: ChannelShare, *, woken_by_listeners: bool):
+    def __init__(self, services: Services, client: WebClient, share: ChannelShare):
         self._services, self._client, self._share = services, client, share
-        self._poll_s = ALONE_POLL_S if woken_by_listeners else POLL_S
+        self._door = services.bell.door(share)
         self._bot_user_id: str | None = None
         self._taken: set[tuple[int, str | None]] = set()  # (question, Try again message) put in line here
-        self._woken, self._stopping = threading.Event(), threading.Event()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._feed, name="question-feed", daemon=True)
 
     def start(self) -> None:
         self._bot_user_id = self._client.auth_test()["user_id"]  # to tell the bot's own messages in threads
         self._thread.start()
 
-    def wake(self) -> None:
-        """A listener of this process stored a question: look now, not at the next poll."""
-        self._woken.set()
-
     def stop(self) -> None:
         self._stopping.set()
-        self._woken.set()
+        self._services.bell.ring_share(self._share.index)
         if self._thread.is_alive():
             self._thread.join()
+        self._door.close()
 
     def _feed(self) -> None:
         starting = True
@@ -89,8 +62,7 @@ class QuestionFeed:
             if starting and new:  # what a stopped bot left unanswered
                 log.info("resumed %d unanswered question(s)", new)
             starting = False
-            self._woken.wait(self._poll_s)
-            self._woken.clear()
+            self._door.wait(SAFETY_POLL_S)
 
     def _take_waiting(self) -> int:
         """Put in line what waits for this process; returns how many were new."""

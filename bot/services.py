@@ -1,7 +1,8 @@
 """What every listener needs: the settings, the database (and its group commit, which stores a burst's
 questions and votes before their acks in a few transactions), the rate limiter, the channel pacer, the queue of
-questions waiting for an answer, a small pool for Slack calls that must not delay an ack, and the count of
-acks in progress that work which can wait yields to (bot/ack_priority.py)."""
+questions waiting for an answer, the bell that wakes the process answering a stored question's channel
+(bot/channel_shares.py), a small pool for Slack calls that must not delay an ack, and the count of acks in
+progress that work which can wait yields to (bot/ack_priority.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 from bot import metrics
 from bot.ack_priority import AckPriority
 from bot.answer_queue import AnswerJob, AnswerQueue
+from bot.channel_shares import QuestionBell
 from bot.ratelimit import RateLimiter
 from bot.streaming import ChannelPacer
 from flywheel.settings import Settings
@@ -35,10 +37,12 @@ STOP_ANSWERS_S = 30.0  # how long a stopping bot lets the answers being written 
 class Services:
     settings: Settings
     engine: Engine
+    answering_processes: int = 1  # the shares the channels are answered in (bot/channel_shares.py)
     writes: GroupCommit = field(init=False)
     acks: AckPriority = field(init=False)
     limiter: RateLimiter = field(init=False)
     pacer: ChannelPacer = field(init=False)
+    bell: QuestionBell = field(init=False)
     answers: AnswerQueue | None = field(init=False, default=None)
     feed: QuestionFeed | None = field(init=False, default=None)
     _replies: ThreadPoolExecutor = field(init=False)
@@ -49,25 +53,25 @@ class Services:
         self.acks = AckPriority()
         self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
         self.pacer = ChannelPacer(self.settings.stream_interval_s, before_turn=self.acks.yield_to_acks)
+        self.bell = QuestionBell(self.settings.home, self.answering_processes)
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Services":
-        return cls(settings, make_engine(settings.database_url))
+    def from_settings(cls, settings: Settings, answering_processes: int = 1) -> "Services":
+        return cls(settings, make_engine(settings.database_url), answering_processes)
 
-    def start_answering(self, answer: Callable[[AnswerJob], None], processes: int = 1) -> None:
-        """The answer queue of this process: its share of the workers and of the line when the bot runs
-        `processes` processes."""
+    def start_answering(self, answer: Callable[[AnswerJob], None]) -> None:
+        """The answer queue of this process: its share of the workers and of the line."""
+        processes = self.answering_processes
         workers = max(1, self.settings.answer_workers_count // processes)
         self._finishing = ThreadPoolExecutor(workers, thread_name_prefix="answer-finish")
         self.answers = AnswerQueue(answer, workers=workers,
                                    capacity=max(1, self.settings.answer_queue_size // processes),
                                    on_change=metrics.answer_queue_changed)
 
-    def question_stored(self) -> None:
-        """A listener stored a question (or a Try again): this process's feed looks at once."""
-        if self.feed is not None:
-            self.feed.wake()
+    def question_stored(self, channel_id: str) -> None:
+        """A listener stored a question (or a Try again) of `channel_id`: the process answering it looks at once."""
+        self.bell.ring(channel_id)
 
     def after_answer(self, call: Callable, *args) -> Future:
         """An answer's last steps, once the model is done with it: its record and its last write, which waits
@@ -98,6 +102,7 @@ class Services:
                 log.info("%d question(s) were still waiting: they are answered when the bot starts again", waiting)
             self._finishing.shutdown(wait=True)
         self._replies.shutdown(wait=True)
+        self.bell.close()
         self.writes.close()
         self.engine.dispose()
 

@@ -81,4 +81,4 @@ def register(app: App, services: Services) -> None:
             asked = False
         ack()
         if asked:
-            services.question_stored()
+            services.question_stored(_where(body).channel_id)

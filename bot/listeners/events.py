@@ -44,7 +44,7 @@ def register(app: App, services: Services) -> None:
                                 RATE_LIMITED)
             return
         if receive_question(services, question) is not None:  # stored before the ack; None: delivered before
-            services.question_stored()
+            services.question_stored(question.channel_id)
         ack()
 
     def thread_started(ack: Ack, say: Say, set_suggested_prompts: SetSuggestedPrompts) -> None:

@@ -14,7 +14,8 @@ from storage.db import DatabaseNotMigrated, get_engine, require_migrated
 
 
 def bot(
-    share: str = typer.Option(None, hidden=True, help="K/N: run as bot process K of N (started by `flywheel bot`)."),
+    share: int = typer.Option(None, hidden=True, help="K: answer share K of the channels (set by `flywheel bot`)."),
+    shares: int = typer.Option(1, hidden=True, help="N: the processes answering the channels, a share each."),
     listen_fd: int = typer.Option(None, hidden=True, help="The listening socket the parent process shares."),
     role: str = typer.Option("both", hidden=True, help="both, receive or answer (set by `flywheel bot`)."),
 ) -> None:
@@ -26,7 +27,7 @@ def bot(
 
     from bot.app import run
     from bot.processes import run_processes
-    from bot.question_feed import ChannelShare
+    from bot.channel_shares import ChannelShare
     from bot.slack_client import MissingSlackCredentials
 
     config = settings()
@@ -42,7 +43,7 @@ def bot(
             return
         if not child:  # one process: its own metrics (several: the parent serves them all)
             serve_metrics(config, config.bot_metrics_port)
-        run(config, stop, ChannelShare.parse(share) if share else ChannelShare(), listen_fd, role)
+        run(config, stop, ChannelShare(share or 0, shares), listen_fd, role)
     except (MissingSlackCredentials, DatabaseNotMigrated, BoltError) as exc:
         raise fail(str(exc)) from None
     except SlackApiError as exc:  # a refused app-level token, say
