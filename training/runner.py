@@ -131,14 +131,15 @@ def evaluate_and_register(settings, engine: Engine, run_id: int, plan: RunPlan, 
     with vllm_answerers(settings, plan.model_dir, adapters, f"run-{run_id}") as served:
         scores = score_versions(plan.model_dir, adapters, plan.eval_records, plan.config,
                                 eval_heartbeat(engine, run_id), served)
-        regression = answer_regression_prompts(settings, served.get(CANDIDATE))
-    candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
-    answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
-    judged_candidate, judged_incumbent = judge_versions(settings, answers)
-    candidate, incumbent_scores = candidate | judged_candidate, incumbent_scores | judged_incumbent
-    decision = decide(candidate, incumbent_scores, name, settings.gate_margin, settings.gate_metric,
-                      settings.gate_max_knowledge_drop)
-    log.info("run %s gate: %s", run_id, decision.reason)
+        candidate, incumbent_scores = dict(scores[CANDIDATE]), dict(scores[name])
+        answers = side_by_side(candidate.pop("held_out_answers"), incumbent_scores.pop("held_out_answers"))
+        judged_candidate, judged_incumbent = judge_versions(settings, answers)
+        candidate, incumbent_scores = candidate | judged_candidate, incumbent_scores | judged_incumbent
+        decision = decide(candidate, incumbent_scores, name, settings.gate_margin, settings.gate_metric,
+                          settings.gate_max_knowledge_drop)
+        log.info("run %s gate: %s", run_id, decision.reason)
+        # what the compare view shows beside the active version's: only a registered candidate has a row for it
+        regression = answer_regression_prompts(settings, served.get(CANDIDATE)) if decision.passed else None
     metrics = {**candidate, "compared_with": name, "incumbent": incumbent_scores, "gate": decision.reason,
                "steps": result.steps, "tokens_per_s": result.tokens_per_s, "held_out_answers": answers}
     with session_scope(engine) as session:
