@@ -7,16 +7,47 @@ abstract namespace (no file to clean up; it goes with its process), named after 
 The owner reads the waiting questions when rung instead of reading the database every 50 ms. A
 ring that finds nobody (the owner is restarting) or a full queue (the owner is awake already) is dropped: the
 owner reads the database at its start and at least every second anyway.
+
+Two bots of one home (one database) would answer every question twice: `claim_channels`, held by `flywheel bot`
+for its life, stops the second one at once.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import select
 import socket
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class ChannelsTaken(RuntimeError):
+    """Another bot of this FLYWHEEL_HOME is running."""
+
+
+def _home_name(home: Path) -> str:
+    return "flywheel-bot-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+
+
+def _bound(address: str) -> socket.socket:
+    """A datagram socket bound to `address` in the abstract namespace; ChannelsTaken when it is taken."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"\0{address}".encode())
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ChannelsTaken(f"another bot of this FLYWHEEL_HOME is running ({address}): stop it first") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def claim_channels(home: Path) -> socket.socket:
+    """This home's channels, for as long as the returned socket is open (it closes with the process)."""
+    return _bound(_home_name(home))
 
 
 def owner_of(channel_id: str, count: int) -> int:
@@ -45,12 +76,12 @@ class QuestionBell:
 
     def __init__(self, home: Path, shares: int):
         self.shares = shares
-        self._name = "flywheel-bot-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+        self._name = _home_name(home)
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
 
-    def _address(self, index: int) -> bytes:
-        return f"\0{self._name}-{index}-of-{self.shares}".encode()
+    def _address(self, index: int) -> str:
+        return f"{self._name}-{index}-of-{self.shares}"
 
     def ring(self, channel_id: str) -> None:
         """A question of `channel_id` is stored: its owner reads the waiting questions now."""
@@ -58,7 +89,7 @@ class QuestionBell:
 
     def ring_share(self, index: int) -> None:
         try:
-            self._sender.sendto(b"!", self._address(index))
+            self._sender.sendto(b"!", f"\0{self._address(index)}".encode())
         except OSError:  # nobody there (restarting) or its queue is full (awake already): see the module's note
             pass
 
@@ -72,15 +103,8 @@ class QuestionBell:
 class Door:
     """The socket the owner of a share waits on for rings."""
 
-    def __init__(self, address: bytes):
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            self._socket.bind(address)
-        except OSError as exc:
-            self._socket.close()
-            raise RuntimeError(f"another bot process of this FLYWHEEL_HOME answers these channels already "
-                               f"({address[1:].decode()}): stop it first") from exc
-        self._socket.setblocking(False)
+    def __init__(self, address: str):
+        self._socket = _bound(address)
 
     def wait(self, timeout_s: float) -> None:
         """Return when rung (every ring waiting is taken at once) or after `timeout_s`."""

@@ -64,3 +64,23 @@ def test_missing_credentials_end_it_with_a_clear_message(tmp_path, sqlite_url):
                                      "SLACK_BOT_TOKEN": TOKEN})
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 1 and "SLACK_SIGNING_SECRET is not set" in output and TOKEN not in output
+
+
+def test_a_second_bot_of_the_same_home_stops_at_once_and_the_first_keeps_serving(tmp_path, sqlite_url):
+    """Two bots on one database would answer every question twice."""
+    with SlackStub(TOKEN) as slack:
+        settings = {"FLYWHEEL_BOT_MODE": "http", "FLYWHEEL_DATABASE_URL": sqlite_url, "FLYWHEEL_HOME": str(tmp_path),
+                    "FLYWHEEL_SLACK_API_URL": slack.url, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET}
+        first_port, second_port = free_port(), free_port()
+        first = bot_process(tmp_path, {**settings, "FLYWHEEL_BOT_PORT": str(first_port)})
+        try:
+            wait_until_listening(f"http://127.0.0.1:{first_port}/healthz", first)
+            second = bot_process(tmp_path, {**settings, "FLYWHEEL_BOT_PORT": str(second_port),
+                                            "FLYWHEEL_BOT_PROCESSES": "2"})
+            output = second.communicate(timeout=60)[0]
+            assert second.returncode == 1 and "another bot of this FLYWHEEL_HOME is running" in output
+            assert httpx.get(f"http://127.0.0.1:{first_port}/healthz").status_code == 200
+        finally:
+            first.terminate()
+            first.communicate(timeout=30)
+    assert first.returncode == 0

@@ -1,5 +1,5 @@
 """The bell between bot processes (bot/channel_shares.py): a stored question wakes the process that answers its
-channel, and only that one; a second bot of the same home cannot answer the same channels. Real sockets of
+channel, and only that one; a second bot of the same home cannot claim the same channels. Real sockets of
 Linux's abstract namespace, as between the bot's processes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.channel_shares import ChannelShare, QuestionBell, owner_of
+from bot.channel_shares import ChannelShare, ChannelsTaken, QuestionBell, claim_channels, owner_of
 
 CHANNELS = [f"C0{n:04d}" for n in range(40)]
 
@@ -57,13 +57,10 @@ def test_a_question_stored_in_another_process_wakes_its_channels_owner_and_nobod
         bell.close()
 
 
-def test_a_second_bot_of_the_same_home_cannot_answer_the_same_channels(tmp_path):
-    bell = QuestionBell(tmp_path, 1)
-    door = bell.door(ChannelShare())
-    try:
-        with pytest.raises(RuntimeError, match="answers these channels already"):
-            bell.door(ChannelShare())
-        QuestionBell(tmp_path / "other", 1).door(ChannelShare()).close()  # another home is another bot
-    finally:
-        door.close()
-    bell.door(ChannelShare()).close()  # the first one stopped: the channels are free again
+def test_a_second_bot_of_the_same_home_cannot_claim_its_channels_until_the_first_stops(tmp_path):
+    claim = claim_channels(tmp_path)
+    with pytest.raises(ChannelsTaken, match="another bot of this FLYWHEEL_HOME is running"):
+        claim_channels(tmp_path)
+    claim_channels(tmp_path / "other").close()  # another home is another bot
+    claim.close()
+    claim_channels(tmp_path).close()  # the first one stopped: the channels are free again

@@ -27,7 +27,7 @@ def bot(
 
     from bot.app import run
     from bot.processes import run_processes
-    from bot.channel_shares import ChannelShare
+    from bot.channel_shares import ChannelShare, ChannelsTaken, claim_channels
     from bot.slack_client import MissingSlackCredentials
 
     config = settings()
@@ -37,14 +37,16 @@ def bot(
         signal.signal(sig, lambda *_: stop.set())
     try:
         require_migrated(get_engine(config.database_url))
-        child = share is not None or role != "both"
-        if not child and (config.bot_process_count > 1 or config.bot_answer_processes):
-            run_processes(config, config.bot_process_count, config.bot_answer_processes)
+        if share is not None or role != "both":  # one of several processes, started by the lines below
+            run(config, stop, ChannelShare(share or 0, shares), listen_fd, role)
             return
-        if not child:  # one process: its own metrics (several: the parent serves them all)
-            serve_metrics(config, config.bot_metrics_port)
-        run(config, stop, ChannelShare(share or 0, shares), listen_fd, role)
-    except (MissingSlackCredentials, DatabaseNotMigrated, BoltError) as exc:
+        with claim_channels(config.home):  # a second bot of this home would answer every question twice
+            if config.bot_process_count > 1 or config.bot_answer_processes:
+                run_processes(config, config.bot_process_count, config.bot_answer_processes)
+            else:  # one process: its own metrics (several: the parent serves them all)
+                serve_metrics(config, config.bot_metrics_port)
+                run(config, stop)
+    except (MissingSlackCredentials, DatabaseNotMigrated, BoltError, ChannelsTaken) as exc:
         raise fail(str(exc)) from None
     except SlackApiError as exc:  # a refused app-level token, say
         raise fail(f"Slack refused {exc.response.api_url.rsplit('/', 1)[-1]}: {exc.response.get('error')}") from None
