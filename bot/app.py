@@ -45,7 +45,7 @@ def build_app(settings: Settings, services: Services | None = None,
         # enqueues (milliseconds), so Slack's 3 s are never at risk and no thread pool stands in between.
         process_before_response=True,
     )
-    services = services or Services.from_settings(settings)
+    services = services or Services.from_settings(settings, share.count if share else 1)
     app.middleware(_pooled_client(client))
     register_listeners(app, services)
     metrics.time_acks(app)
