@@ -54,6 +54,9 @@ class QuestionFeed:
     def _feed(self) -> None:
         starting = True
         while not self._stopping.is_set():
+            # Rung by each question of a burst, it would read again and again while the acks wait for the
+            # interpreter; what it puts in line waits for the acks anyway (answers and notices: ack_priority.py).
+            self._services.acks.yield_to_acks()
             try:
                 new = self._take_waiting()
             except Exception:  # noqa: BLE001 - a database that is restarting: the next poll tries again

@@ -13,8 +13,15 @@ import pytest
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 
-from bot.ack_priority import AckPriority
+from bot.ack_priority import BURST, AckPriority
+from bot.channel_shares import ChannelShare
+from bot.question_feed import QuestionFeed
+from bot.services import Services
+from bot.slack_client import slack_client
 from bot.testing.slack_api import SlackStub
+from flywheel.settings import Settings
+from storage.db import session_scope
+from storage.interactions import record_question
 
 TOKEN = "xoxb-1-ack-priority-test"
 
@@ -101,3 +108,27 @@ def test_a_burst_that_lasts_pauses_waiting_work_for_at_most_max_wait(slack):
     acks = AckPriority(burst=1, max_wait_s=0.3)
     with held_requests(acks, 3, slack):
         assert 0.3 <= timed_yield(acks) < 3
+
+
+def test_the_question_feed_reads_rung_questions_once_a_burst_of_acks_is_over(slack, tmp_path, sqlite_url):
+    """Rung by every question of a burst, the feed would read the database again and again beside the acks;
+    what it puts in line would wait for the acks anyway."""
+    settings = Settings(home=tmp_path, database_url=sqlite_url, slack_bot_token=TOKEN, slack_api_url=slack.url)
+    services, in_line = Services.from_settings(settings), []
+    services.start_answering(lambda job: in_line.append(job.interaction_id))
+    services.feed = QuestionFeed(services, slack_client(settings), ChannelShare())
+    services.feed.start()
+    try:
+        with held_requests(services.acks, BURST + 1, slack):
+            with session_scope(services.engine) as session:
+                asked = record_question(session, "slack", ("T1", "C1", "1.0"), [{"role": "user", "content": "hi"}],
+                                        user_id="U1", event_id="Ev1", question_ts="1.0")
+            services.question_stored("C1")
+            time.sleep(0.5)
+            assert in_line == []  # rung, but the burst's acks come first
+        deadline = time.monotonic() + 10
+        while in_line != [asked]:
+            assert time.monotonic() < deadline, "the question was not put in line after the burst"
+            time.sleep(0.02)
+    finally:
+        services.close()
