@@ -59,7 +59,7 @@ class QuestionFeed:
             self._services.acks.yield_to_acks()
             try:
                 new = self._take_waiting()
-            except Exception:  # noqa: BLE001 - a database that is restarting: the next poll tries again
+            except Exception:  # noqa: BLE001 - a database that is restarting: the next read tries again
                 log.exception("could not read the questions waiting for an answer")
                 new = 0
             if starting and new:  # what a stopped bot left unanswered
@@ -86,7 +86,7 @@ class QuestionFeed:
         try:
             place = self._services.answers.submit(job)
         except QueueFull as full:
-            with session_scope(self._services.engine) as session:  # before the next poll sees it waiting
+            with session_scope(self._services.engine) as session:  # before the next read sees it waiting
                 fail_interaction(session, job.interaction_id, f"busy: {full}")
             self._services.after_acks(offer_retry, self._services, self._client,
                                       blocks.busy_blocks(job.interaction_id), where, job.replace_ts)
